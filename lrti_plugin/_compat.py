@@ -1,0 +1,98 @@
+"""The one place where basicsr 1.4.2 is made to work on current torch and on CPU-only machines.
+
+Two kinds of fixes live here:
+
+* :func:`install_functional_tensor_shim` runs at import time of the package (basicsr cannot be
+  imported without it on torchvision >= 0.17).
+* :func:`patch_basicsr_runners` is applied only by our entry points (``lrti_plugin.train`` /
+  ``lrti_plugin.test``) before they call BasicSR's own ``train_pipeline`` / ``test_pipeline``.
+  It replaces two module-level functions of BasicSR's runner whose bodies hard-code CUDA.
+
+Model-level defects (validation metrics created on ``'cuda'``, DDP ``device_ids``) are fixed in
+:class:`lrti_plugin.models.lrti_model.LRTIModel`, which overrides the offending hooks.
+"""
+import os
+import sys
+import types
+
+
+def install_functional_tensor_shim():
+    """Register ``torchvision.transforms.functional_tensor`` if torchvision no longer has it.
+
+    Answers ``basicsr/data/degradations.py``: ``from torchvision.transforms.functional_tensor import
+    rgb_to_grayscale`` (the module was removed in torchvision 0.17).
+    """
+    name = 'torchvision.transforms.functional_tensor'
+    if name in sys.modules:
+        return
+    try:
+        import torchvision.transforms.functional_tensor  # noqa: F401
+        return
+    except ImportError:
+        pass
+    from torchvision.transforms import functional
+
+    shim = types.ModuleType(name)
+    shim.rgb_to_grayscale = functional.rgb_to_grayscale
+    sys.modules[name] = shim
+
+
+def _load_resume_state_any_device(opt):
+    """Device-aware copy of ``basicsr.train.load_resume_state``.
+
+    Answers ``basicsr/train.py``: ``torch.load(..., map_location=lambda storage, loc:
+    storage.cuda(device_id))``, which crashes on a machine without CUDA. The state is loaded onto
+    the CPU; optimizers move their tensors to the parameters' device in ``load_state_dict``.
+    """
+    import torch
+    from basicsr.utils import check_resume, scandir
+
+    resume_state_path = None
+    if opt['auto_resume']:
+        state_path = os.path.join('experiments', opt['name'], 'training_states')
+        state_path = os.path.join(opt.get('root_path', ''), state_path)
+        if os.path.isdir(state_path):
+            states = [float(v.split('.state')[0]) for v in scandir(state_path, suffix='state', recursive=False)]
+            if states:
+                resume_state_path = os.path.join(state_path, f'{max(states):.0f}.state')
+                opt['path']['resume_state'] = resume_state_path
+    elif opt['path'].get('resume_state'):
+        resume_state_path = opt['path']['resume_state']
+    if resume_state_path is None:
+        return None
+    if not os.path.isfile(resume_state_path):
+        raise FileNotFoundError(f'path.resume_state: no training state at {resume_state_path!r}')
+    resume_state = torch.load(resume_state_path, map_location='cpu', weights_only=False)
+    check_resume(opt, resume_state['iter'])
+    return resume_state
+
+
+def _init_dist_any_device(launcher, backend=None, **kwargs):
+    """Device-aware ``basicsr.utils.dist_util.init_dist`` for ``--launcher pytorch``.
+
+    Answers ``basicsr/utils/dist_util.py``: ``_init_dist_pytorch`` hard-codes the nccl backend and
+    calls ``torch.cuda.set_device(rank % torch.cuda.device_count())``, a ZeroDivisionError on a
+    CPU. Here: nccl and one GPU per local rank where CUDA exists, gloo on CPU.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if launcher != 'pytorch':
+        from basicsr.utils.dist_util import init_dist
+        return init_dist(launcher, backend=backend or 'nccl', **kwargs)
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        backend = backend or 'nccl'
+    else:
+        backend = backend or 'gloo'
+    dist.init_process_group(backend=backend, **kwargs)
+
+
+def patch_basicsr_runners():
+    """Make BasicSR's ``train_pipeline``/``test_pipeline`` work on CPU (resume, DDP). Idempotent."""
+    import basicsr.train
+    import basicsr.utils.options
+
+    basicsr.train.load_resume_state = _load_resume_state_any_device
+    basicsr.utils.options.init_dist = _init_dist_any_device

@@ -1,0 +1,1 @@
+"""Datasets. Each module registers its classes into BasicSR's ``DATASET_REGISTRY`` when imported."""

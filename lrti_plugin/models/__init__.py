@@ -1,0 +1,1 @@
+"""Models. Each module registers its classes into BasicSR's ``MODEL_REGISTRY`` when imported."""
