@@ -1,0 +1,239 @@
+"""The LRTI model: BasicSR's ``VideoRecurrentModel`` made device-agnostic, EMA-aware and safe to resume.
+
+Every BasicSR hook keeps its signature, so BasicSR's own ``train_pipeline``/``test_pipeline`` drive
+it unchanged. The BasicSR defects answered here (one override each):
+
+* ``BaseModel.model_to_device``: DDP is built with ``device_ids=[torch.cuda.current_device()]``,
+  which fails on a CPU (gloo). Ours passes ``device_ids=None`` there.
+* ``VideoRecurrentModel.dist_validation``: metric tensors are created with ``device='cuda'``;
+  ``val_data['lq'].unsqueeze_(0)`` followed by ``squeeze_(0)`` also reshapes the model's own input
+  on a CPU, where ``.to(device)`` returns the same tensor; images cannot be saved during training.
+* ``VideoRecurrentModel.test``: ignores the EMA network and always leaves ``net_g`` in train mode.
+* ``VideoRecurrentModel.optimize_parameters``: ``fix_flow`` only freezes the flow network when
+  training starts at iteration 1, so a resumed run silently trains it.
+* ``setup_optimizers``/``get_optimizer``: pop ``type`` from the shared option dict and only know Adam.
+* ``save_network``/``save_training_state``: write in place, so a run killed mid-save leaves a
+  truncated checkpoint that ``--auto_resume`` then picks. Ours write a temporary file and rename it.
+"""
+import os
+import tempfile
+from collections import Counter
+from copy import deepcopy
+from os import path as osp
+
+import torch
+from basicsr.metrics import calculate_metric
+from basicsr.models.video_recurrent_model import VideoRecurrentModel
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.dist_util import get_dist_info, master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+from torch import distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+_OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW}
+# Parameter-name substrings frozen by ``train.fix_flow`` (BasicSR's convention: flow net and EDVR extractor).
+_FLOW_KEYS = ('spynet', 'edvr')
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a truncated ``path``."""
+    folder = osp.dirname(path) or '.'
+    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+@MODEL_REGISTRY.register()
+class LRTIModel(VideoRecurrentModel):
+    """Recurrent video SR model for LRTI-VSR (plain short-clip training in this version).
+
+    Options read (all BasicSR's usual keys):
+        network_g: the arch (any recurrent arch mapping (B, T, 3, H, W) to (B, T, 3, sH, sW)).
+        train.optim_g.type: ``Adam`` or ``AdamW``.
+        train.ema_decay: > 0 keeps an EMA copy, used for validation and saved as ``params_ema``.
+        train.fix_flow: freeze parameters whose name contains ``spynet``/``edvr`` while
+            ``current_iter < fix_flow`` (also after a resume).
+        train.flow_lr_mul: learning-rate multiplier of the flow network (0 keeps it frozen).
+        val.flip_seq, val.metrics, val.save_img: as in BasicSR; images are saved during training
+            too, as ``visualization/<dataset>/<clip>/<frame>_<iter>.png``.
+        find_unused_parameters: passed to DDP (set automatically when ``fix_flow`` is used).
+    """
+
+    def __init__(self, opt):
+        if opt.get('dist') and opt.get('is_train') and opt['train'].get('fix_flow'):
+            # Frozen parameters receive no gradient: DDP must be told, or its reducer raises.
+            opt['find_unused_parameters'] = True
+        super().__init__(opt)
+
+    # ------------------------------------------------------------------ set-up
+    def model_to_device(self, net):
+        net = net.to(self.device)
+        if self.opt['dist']:
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(
+                net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        elif self.opt['num_gpu'] > 1:
+            net = torch.nn.DataParallel(net)
+        return net
+
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        if optim_type not in _OPTIMIZERS:
+            raise ValueError(f'train.optim_g.type: unknown optimizer {optim_type!r}; choose from {sorted(_OPTIMIZERS)}')
+        return _OPTIMIZERS[optim_type](params, lr, **kwargs)
+
+    def setup_optimizers(self):
+        train_opt = self.opt['train']
+        optim_opt = deepcopy(train_opt['optim_g'])
+        optim_type = optim_opt.pop('type')
+        flow_lr_mul = train_opt.get('flow_lr_mul', 1)
+        get_root_logger().info(f'Learning rate multiplier of the flow network: {flow_lr_mul}.')
+        if flow_lr_mul == 1:
+            params = [p for p in self.net_g.parameters()]
+        else:
+            named = list(self.net_g.named_parameters())
+            params = [
+                {'params': [p for n, p in named if 'spynet' not in n], 'lr': optim_opt['lr']},
+                {'params': [p for n, p in named if 'spynet' in n], 'lr': optim_opt['lr'] * flow_lr_mul},
+            ]
+        lr = optim_opt.pop('lr')
+        self.optimizer_g = self.get_optimizer(optim_type, params, lr, **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+
+    # ---------------------------------------------------------------- training
+    def _apply_fix_flow(self, current_iter):
+        """Freeze the flow network while ``current_iter < fix_flow`` (idempotent, resume-safe)."""
+        if not self.fix_flow_iter:
+            return
+        frozen = current_iter < self.fix_flow_iter
+        changed = False
+        for name, param in self.net_g.named_parameters():
+            if any(k in name for k in _FLOW_KEYS) and param.requires_grad == frozen:
+                param.requires_grad_(not frozen)
+                changed = True
+        if changed:
+            state = f'frozen until iter {self.fix_flow_iter}' if frozen else 'trained from now on'
+            get_root_logger().info(f'Flow network {state} (iter {current_iter}).')
+
+    def optimize_parameters(self, current_iter):
+        self._apply_fix_flow(current_iter)
+        # SRModel.optimize_parameters: zero_grad, forward, pixel loss, backward, step, EMA.
+        super(VideoRecurrentModel, self).optimize_parameters(current_iter)
+
+    # ---------------------------------------------------------------- inference
+    def test(self):
+        """Run the whole clip ``self.lq`` (B, T, 3, H, W) through the EMA net if any, else ``net_g``.
+
+        Sets ``self.output`` (B, T, 3, sH, sW), or (B, 3, sH, sW) with ``val.center_frame_only``.
+        The network's train/eval mode is restored afterwards.
+        """
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        val_opt = self.opt.get('val') or {}
+        flip_seq = val_opt.get('flip_seq', False)
+        self.center_frame_only = val_opt.get('center_frame_only', False)
+        lq = self.lq
+        n = lq.size(1)
+        if flip_seq:
+            lq = torch.cat([lq, lq.flip(1)], dim=1)  # (B, 2T, 3, H, W)
+        net.eval()
+        try:
+            with torch.no_grad():
+                output = net(lq)
+        finally:
+            net.train(was_training)
+        if flip_seq:
+            output = 0.5 * (output[:, :n] + output[:, n:].flip(1))
+        if self.center_frame_only:
+            output = output[:, n // 2]
+        self.output = output
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        dataset = dataloader.dataset
+        dataset_name = dataset.opt['name']
+        metrics_opt = self.opt['val'].get('metrics')
+        rank, world_size = get_dist_info()
+        if metrics_opt:
+            frames_per_clip = Counter(dataset.data_info['folder'])
+            self.metric_results = {
+                clip: torch.zeros(n, len(metrics_opt), dtype=torch.float32, device=self.device)
+                for clip, n in frames_per_clip.items()
+            }
+            self._initialize_best_metric_results(dataset_name)
+
+        num_clips = len(dataset)
+        pbar = tqdm(total=num_clips, unit='clip', disable=rank != 0)
+        # Every rank runs the same number of clips so collective calls stay matched (BasicSR's padding).
+        num_pad = (world_size - num_clips % world_size) % world_size
+        for i in range(rank, num_clips + num_pad, world_size):
+            val_data = dataset[min(i, num_clips - 1)]
+            clip = val_data['folder']
+            self.feed_data({k: v.unsqueeze(0) for k, v in val_data.items() if k in ('lq', 'gt')})
+            self.test()
+            visuals = self.get_current_visuals()
+            del self.lq, self.output
+            if hasattr(self, 'gt'):
+                del self.gt
+            if i < num_clips:
+                self._score_clip(visuals, clip, dataset_name, current_iter, save_img, metrics_opt)
+            pbar.update(world_size if rank == 0 else 0)
+            pbar.set_description(f'Clip: {clip}')
+        pbar.close()
+
+        if metrics_opt:
+            if self.opt['dist']:
+                for tensor in self.metric_results.values():
+                    dist.reduce(tensor, 0)
+                dist.barrier()
+            if rank == 0:
+                self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    def _score_clip(self, visuals, clip, dataset_name, current_iter, save_img, metrics_opt):
+        """Compute metrics of every frame of one clip and optionally save the SR frames as PNG."""
+        result = visuals['result']
+        gt = visuals.get('gt')
+        if self.center_frame_only:
+            result = result.unsqueeze(1)
+            gt = gt.unsqueeze(1) if gt is not None else None
+        suffix = current_iter if self.opt['is_train'] else (self.opt['val'].get('suffix') or self.opt['name'])
+        for idx in range(result.size(1)):
+            metric_data = {'img': tensor2img([result[0, idx]])}  # uint8 BGR
+            if gt is not None:
+                metric_data['img2'] = tensor2img([gt[0, idx]])
+            if save_img:
+                path = osp.join(self.opt['path']['visualization'], dataset_name, clip, f'{idx:08d}_{suffix}.png')
+                imwrite(metric_data['img'], path)
+            if metrics_opt:
+                for m, opt_ in enumerate(metrics_opt.values()):
+                    self.metric_results[clip][idx, m] += calculate_metric(metric_data, opt_)
+
+    # ---------------------------------------------------------------- saving
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys')
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            save_dict[key] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+        label = 'latest' if current_iter == -1 else current_iter
+        atomic_torch_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        if current_iter == -1:
+            return
+        state = {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+        }
+        atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
