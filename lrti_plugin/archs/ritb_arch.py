@@ -351,7 +351,16 @@ class RITBGroup(nn.Module):
 
     def forward(self, x: torch.Tensor, h1: Optional[torch.Tensor] = None,
                 h2: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Args and shapes as :meth:`RITB.forward`: (B, C, H, W) inputs -> (B, C, H, W)."""
+        """Run the blocks and the conv, with the group residual.
+
+        Args:
+            x: (B, C, H, W) current features.
+            h1: (B, C, H, W) branch output at t-1 warped to t; None means zeros (clip start).
+            h2: (B, C, H, W) branch output at t-2 warped to t; None means zeros.
+
+        Returns:
+            (B, C, H, W) updated current features.
+        """
         h1, h2 = _states_or_zeros(x, h1, h2)
         y, h1, h2 = (t.permute(0, 2, 3, 1) for t in (x, h1, h2))  # (B, H, W, C) each
         for block in self.blocks:

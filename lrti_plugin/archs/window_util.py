@@ -75,10 +75,8 @@ def windows_to_frame(windows: torch.Tensor, window_size: int, hp: int, wp: int) 
 def _axis_labels(size: int, padded: int, shift: int, device: torch.device) -> torch.Tensor:
     """Region label of each row (or column) of the padded canvas, in unshifted coordinates."""
     pos = torch.arange(padded, device=device)
-    labels = torch.full((padded,), _MAIN, dtype=torch.long, device=device)
-    labels[pos < shift] = _WRAPPED
-    labels[pos >= size] = _PAD
-    return labels  # (padded,)
+    labels = torch.where(pos < shift, _WRAPPED, _MAIN)  # no boolean indexing: no device sync
+    return torch.where(pos >= size, _PAD, labels)  # (padded,)
 
 
 def window_region_mask(h: int, w: int, window_size: int, shift: int, num_frames: int,
