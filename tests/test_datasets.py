@@ -1,6 +1,7 @@
 """LRTIRecurrentDataset and LRTIVideoTestDataset on the disk and LMDB backends (tiny synthetic clips)."""
 import copy
 import os
+import pickle
 import random
 import re
 
@@ -135,6 +136,17 @@ def test_lmdb_keys_not_matching_meta_info(data, tmp_path):
     meta.write_text('a 6 (48,64,3)\nzzz 3 (48,64,3)\n')
     with pytest.raises(KeyError, match=r"lq\.lmdb has no key 'zzz/00000000'"):
         LRTIVideoTestDataset(_test_opt(data, 'lmdb', meta_info_file=str(meta), dataroot_gt=None))
+    # an LMDB without BasicSR's meta_info.txt: its keys are listed from the database
+    write_pair(tmp_path / 'bare', {'c': (2, 8, 8)})
+    res = make_lmdb(str(tmp_path / 'bare' / 'lq'), str(tmp_path / 'bare.lmdb'), progress=False)
+    os.remove(os.path.join(res.gt_lmdb, 'meta_info.txt'))
+    meta.write_text('c 3\n')
+    with pytest.raises(KeyError, match=r"bare\.lmdb has no key 'c/00000002'"):
+        LRTIVideoTestDataset({'dataroot_lq': res.gt_lmdb, 'dataroot_gt': None, 'meta_info_file': str(meta),
+                              'io_backend': {'type': 'lmdb'}})
+    meta.write_text('c 2\n')
+    assert LRTIVideoTestDataset({'dataroot_lq': res.gt_lmdb, 'meta_info_file': str(meta),
+                                 'io_backend': {'type': 'lmdb'}})[0]['lq'].shape == (2, 3, 2, 2)
 
 
 def test_missing_and_unreadable_frames(small):
@@ -220,3 +232,15 @@ def test_real_vid4_clip():
     item = ds[0]
     assert item['lq'].shape == (2, 3, 144, 176) and item['gt'].shape == (2, 3, 576, 704)
     assert _interior_error(item['lq'][1], item['gt'][1]) < 2 / 255
+
+
+def test_lmdb_dataset_pickles_and_reads_in_dataloader_workers(data):
+    ds = LRTIVideoTestDataset(_test_opt(data, 'lmdb', cache_data=False, num_frame=1))
+    ds[0]  # opens the LMDB in this process
+    clone = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(clone[2]['gt'], ds[2]['gt'])
+    train = LRTIRecurrentDataset(_train_opt(data, 'lmdb'))
+    train[0]  # the parent holds both LMDBs open when the worker is forked
+    loader = torch.utils.data.DataLoader(train, batch_size=2, num_workers=1)  # a forked worker reopens the LMDB
+    batch = next(iter(loader))
+    assert batch['lq'].shape == (2, 3, 3, 8, 8) and len(batch['key']) == 2

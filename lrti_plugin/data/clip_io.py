@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from basicsr.utils import FileClient, imfrombytes
 
+_LMDB_CLIENTS: Dict[Tuple[int, str], FileClient] = {}  # (pid, real path) -> client, filled on first use
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 _SHAPE_RE = re.compile(r'^\((\d+),(\d+),(\d+)\)$')
 
@@ -148,14 +149,27 @@ def lmdb_keys(lmdb_path: str) -> List[str]:
         with open(meta) as fin:
             # '<key>.png (h,w,c) level': the key is everything before the last '.' of the first field
             return [line.split()[0].rsplit('.', 1)[0] for line in fin if line.strip()]
-    import lmdb
+    env = shared_lmdb_client(lmdb_path).client._client['default']  # the lmdb.Environment BasicSR opened
+    with env.begin(write=False) as txn:
+        return [key.decode('ascii') for key in txn.cursor().iternext(keys=True, values=False)]
 
-    env = lmdb.open(lmdb_path, readonly=True, lock=False, readahead=False)
-    try:
-        with env.begin(write=False) as txn:
-            return [key.decode('ascii') for key in txn.cursor().iternext(keys=True, values=False)]
-    finally:
-        env.close()
+
+def shared_lmdb_client(path: str, **kwargs) -> FileClient:
+    """This process's BasicSR LMDB ``FileClient`` for ``path`` (client key ``'default'``).
+
+    py-lmdb refuses to open one path twice in a process, so every reader shares one client per path;
+    ``kwargs`` (``readonly``, ``lock``, ...) of the first caller win. Clients inherited through ``fork``
+    (dataloader workers) are closed in the child first: LMDB handles must not cross a fork, and py-lmdb
+    would refuse to reopen their files while they are registered.
+    """
+    pid = os.getpid()
+    for key in [k for k in _LMDB_CLIENTS if k[0] != pid]:
+        for env in _LMDB_CLIENTS.pop(key).client._client.values():
+            env.close()  # the child's copy only; the parent's handle stays valid
+    cache_key = (pid, os.path.realpath(path))
+    if cache_key not in _LMDB_CLIENTS:
+        _LMDB_CLIENTS[cache_key] = FileClient('lmdb', db_paths=[str(path)], client_keys=['default'], **kwargs)
+    return _LMDB_CLIENTS[cache_key]
 
 
 def check_lmdb_keys(lmdb_path: str, clips: Sequence[ClipInfo]) -> None:
@@ -182,7 +196,8 @@ class FrameReader:
         filename_tmpl: Format spec of the frame index in disk file names (``'08d'``: ``00000000``).
         filename_ext: Disk file extension, without the dot.
 
-    The ``FileClient`` is created on first use so that the reader can be pickled to dataloader workers.
+    The ``FileClient`` is created on first use in each process (an LMDB environment must not cross a
+    ``fork``), and is left out when the reader is pickled for ``spawn`` dataloader workers.
     """
 
     def __init__(self, io_backend: dict, roots: Dict[str, str], filename_tmpl: str = '08d',
@@ -192,14 +207,29 @@ class FrameReader:
         if self.backend not in ('disk', 'lmdb'):
             raise ValueError(f"io_backend type must be 'disk' or 'lmdb', got {self.backend!r}")
         self.roots = {k: str(v) for k, v in roots.items()}
-        if self.backend == 'lmdb':
-            backend['db_paths'] = list(self.roots.values())
-            backend['client_keys'] = list(self.roots.keys())
+        for key in ('db_paths', 'client_keys'):  # set per root below
+            backend.pop(key, None)
         self.backend_kwargs = backend
         self.filename_tmpl = filename_tmpl
         self.filename_ext = filename_ext
         self.scanned: Dict[str, Dict[str, List[str]]] = {}  # client -> clip -> frame paths
-        self._client = None
+        self._clients: Dict[str, FileClient] = {}
+        self._client_pid = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state['_clients'], state['_client_pid'] = {}, None
+        return state
+
+    def _client(self, client: str) -> FileClient:
+        if self._client_pid != os.getpid():
+            self._clients, self._client_pid = {}, os.getpid()
+        if client not in self._clients:
+            if self.is_lmdb:
+                self._clients[client] = shared_lmdb_client(self.roots[client], **self.backend_kwargs)
+            else:
+                self._clients[client] = FileClient('disk', **self.backend_kwargs)
+        return self._clients[client]
 
     @property
     def is_lmdb(self) -> bool:
@@ -226,11 +256,9 @@ class FrameReader:
             FileNotFoundError: Missing file or LMDB key (named).
             ValueError: Bytes that do not decode as an image (named).
         """
-        if self._client is None:
-            self._client = FileClient(self.backend, **self.backend_kwargs)
         where = self.locate(client, clip, index)
         try:
-            content = self._client.get(where, client)
+            content = self._client(client).get(where)
         except FileNotFoundError as err:
             raise FileNotFoundError(f'Missing frame {where}') from err
         if content is None:
