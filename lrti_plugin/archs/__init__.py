@@ -1,2 +1,3 @@
 """Networks. Each module registers its classes into BasicSR's ``ARCH_REGISTRY`` when imported."""
+from . import basicvsr_arch  # noqa: F401,I001  (one line per module, so engineers can add theirs)
 from . import ritb_arch  # noqa: F401

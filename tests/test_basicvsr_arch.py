@@ -1,0 +1,158 @@
+"""LRTIBasicVSR: BasicSR compatibility, gradients, input checks, and the exactness of window passes."""
+import pytest
+import torch
+
+import lrti_plugin  # noqa: F401  (registers the archs; shim before basicsr)
+from basicsr.archs.basicvsr_arch import BasicVSR
+from basicsr.utils.registry import ARCH_REGISTRY
+from lrti_plugin.archs.basicvsr_arch import LRTIBasicVSR
+from lrti_plugin.state import BoundaryStates
+
+TINY = dict(num_feat=8, num_block=1)
+
+
+def _pair(dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    ref = BasicVSR(**TINY).to(dtype).eval()
+    net = LRTIBasicVSR(**TINY).to(dtype).eval()
+    net.load_state_dict(ref.state_dict(), strict=True)
+    return ref, net
+
+
+def _clip(b=1, t=6, h=33, w=35, dtype=torch.float64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, t, 3, h, w, generator=g, dtype=dtype)
+
+
+def test_registered_and_built_from_yaml_keys():
+    net = ARCH_REGISTRY.get('LRTIBasicVSR')(num_feat=8, num_block=2, spynet_path=None)
+    assert isinstance(net, LRTIBasicVSR)
+    assert len(net.forward_trunk.main[2]) == 2
+
+
+def test_same_parameter_names_and_checkpoint_loads_both_ways(tmp_path):
+    ref, net = _pair(torch.float32)
+    assert list(ref.state_dict()) == list(net.state_dict())
+    path = tmp_path / 'basicvsr.pth'
+    torch.save({'params': ref.state_dict()}, path)
+    fresh = LRTIBasicVSR(**TINY)
+    fresh.load_state_dict(torch.load(path)['params'], strict=True)
+    back = BasicVSR(**TINY)
+    back.load_state_dict(fresh.state_dict(), strict=True)
+    for k, v in back.state_dict().items():
+        assert torch.equal(v, ref.state_dict()[k]), k
+
+
+def test_output_equals_basicsr_basicvsr():
+    ref, net = _pair()
+    lqs = _clip(b=2, t=4)
+    with torch.no_grad():
+        expected = ref(lqs)
+        got = net(lqs)
+    assert got.shape == (2, 4, 3, 4 * 33, 4 * 35)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def test_gradient_reaches_every_parameter():
+    torch.manual_seed(0)
+    net = LRTIBasicVSR(**TINY).train()
+    out = net(_clip(t=3, dtype=torch.float32))
+    out.square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('shape', [(1, 3, 3, 32, 40), (1, 3, 3, 40, 32)])
+def test_too_small_input_raises_value_error_naming_shape(shape):
+    net = LRTIBasicVSR(**TINY)
+    with pytest.raises(ValueError, match=r'33.*' + str(tuple(shape)).replace('(', r'\(').replace(')', r'\)')):
+        net(torch.rand(*shape))
+
+
+def test_wrong_rank_raises():
+    with pytest.raises(ValueError, match='B, T, 3, H, W'):
+        LRTIBasicVSR(**TINY)(torch.rand(3, 3, 40, 40))
+
+
+def test_missing_spynet_path_raises_file_not_found(tmp_path):
+    missing = str(tmp_path / 'nope' / 'spynet.pth')
+    with pytest.raises(FileNotFoundError, match='nope'):
+        LRTIBasicVSR(**TINY, spynet_path=missing)
+
+
+def test_bad_constructor_value_names_key():
+    with pytest.raises(ValueError, match='num_feat'):
+        LRTIBasicVSR(num_feat=0)
+    with pytest.raises(TypeError):
+        LRTIBasicVSR(num_feats=8)  # a typo is not swallowed
+
+
+@pytest.mark.parametrize('start,length', [(0, 3), (2, 2), (4, 3), (0, 7), (6, 1)])
+def test_window_pass_reproduces_long_pass_float64(start, length):
+    _, net = _pair()
+    lqs = _clip(b=2, t=7)
+    with torch.no_grad():
+        full, states = net(lqs, return_states=True)
+        clip = net(lqs[:, start:start + length], init_states=states.window(start, length))
+    torch.testing.assert_close(clip, full[:, start:start + length], rtol=0, atol=1e-10)
+
+
+def test_window_pass_float32():
+    _, net = _pair(torch.float32)
+    lqs = _clip(t=6, dtype=torch.float32)
+    with torch.no_grad():
+        full, states = net(lqs, return_states=True)
+        clip = net(lqs[:, 2:5], init_states=states.window(2, 3))
+    torch.testing.assert_close(clip, full[:, 2:5], rtol=0, atol=1e-5)
+
+
+def test_zero_start_differs_from_injected_states():
+    """The injected states matter: a plain short pass does not reproduce the long pass."""
+    _, net = _pair()
+    lqs = _clip(t=6)
+    with torch.no_grad():
+        full = net(lqs)
+        plain = net(lqs[:, 2:4])
+    assert (plain - full[:, 2:4]).abs().max() > 1e-6
+
+
+def test_batched_windows_of_mixed_borders():
+    _, net = _pair()
+    lqs = _clip(b=1, t=6)
+    starts, length = [0, 2, 4], 2
+    with torch.no_grad():
+        full, states = net(lqs, return_states=True)
+        init = states.windows(starts, length)
+        clips = net(torch.cat([lqs[:, s:s + length] for s in starts]), init_states=init)
+    expected = torch.cat([full[:, s:s + length] for s in starts])
+    assert init.num_before == (0, 1, 1) and init.num_after == (1, 1, 0)
+    torch.testing.assert_close(clips, expected, rtol=0, atol=1e-10)
+
+
+def test_chained_record_keeps_outside_context():
+    """A window cut from a pass that itself started from borders still sees the frames outside it."""
+    _, net = _pair()
+    lqs = _clip(t=8)
+    with torch.no_grad():
+        full, states = net(lqs, return_states=True)
+        mid, mid_states = net(lqs[:, 2:6], init_states=states.window(2, 4), return_states=True)
+        edge = net(lqs[:, 2:4], init_states=mid_states.window(0, 2))
+    torch.testing.assert_close(mid, full[:, 2:6], rtol=0, atol=1e-10)
+    torch.testing.assert_close(edge, full[:, 2:4], rtol=0, atol=1e-10)
+
+
+def test_mismatched_init_states_raise():
+    _, net = _pair()
+    lqs = _clip(t=4)
+    with torch.no_grad():
+        _, states = net(lqs, return_states=True)
+    init = states.window(1, 2)
+    with pytest.raises(ValueError, match='init_states'):
+        net(lqs[:, 1:3, ..., :34], init_states=init)
+    bad = BoundaryStates({'forward': init.feats['forward']}, init.lqs_before, init.lqs_after, init.num_before,
+                         init.num_after)
+    with pytest.raises(ValueError, match='branches'):
+        net(lqs[:, 1:3], init_states=bad)
