@@ -20,6 +20,7 @@ and the meta-info file hold, so that GT size == scale x LR size exactly; cropped
 Every output is built under a temporary name (``<out>.tmp-XXXX``) and renamed into place only after all
 frames were written, so a failure never leaves a partial LMDB that looks valid.
 """
+import contextlib
 import os
 import re
 import shutil
@@ -185,12 +186,10 @@ class _LmdbWriter:
         self.meta.close()
 
     def discard(self) -> None:
-        try:
-            self.txn.abort()
-            self.env.close()
-            self.meta.close()
-        finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        for release in (self.txn.abort, self.env.close, self.meta.close):
+            with contextlib.suppress(Exception):  # the original error matters, not a second one
+                release()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def publish(self) -> None:
         """Rename the finished temporary folder to ``out``, replacing an old one only now."""
