@@ -1,0 +1,1 @@
+"""Helpers for options files and reports (not registered anywhere)."""

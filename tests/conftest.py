@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny demo LMDBs and tiny option files built in a temporary folder.
+
+The device the tests run on comes from ``LRTI_TEST_DEVICE`` (default ``cpu``); CUDA-only cases skip
+themselves when no GPU is present.
+"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import lrti_plugin  # noqa: F401  (the torchvision shim must precede the first basicsr import)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / 'shared' / 'data'
+
+
+@pytest.fixture(scope='session')
+def device() -> torch.device:
+    dev = torch.device(os.environ.get('LRTI_TEST_DEVICE', 'cpu'))
+    if dev.type != 'cpu' and not torch.cuda.is_available():
+        pytest.skip(f'LRTI_TEST_DEVICE={dev} but CUDA is not available')
+    return dev
+
+
+@pytest.fixture(scope='session')
+def tiny_data(tmp_path_factory) -> Path:
+    """Demo clips (small) as LMDBs: ``train_GT.lmdb`` (3 clips x 8 frames) and ``heldout_GT.lmdb`` (1 clip),
+    with their ``*_LRx4.lmdb`` and ``*_meta_info.txt``; GT 144x144, LR 36x36."""
+    from lrti_plugin.data.demo_data import ClipSpec, write_clips
+    from lrti_plugin.data.lmdb_tools import make_lmdb
+
+    root = tmp_path_factory.mktemp('tiny_data')
+    train = {f'{p}_0': ClipSpec(p, 8, 144, 144, seed=i) for i, p in enumerate(('astronaut', 'coffee', 'rocket'))}
+    heldout = {'chelsea': ClipSpec('chelsea', 4, 144, 144, seed=7)}
+    for split, specs in (('train', train), ('heldout', heldout)):
+        write_clips(str(root / f'{split}_png'), specs)
+        make_lmdb(str(root / f'{split}_png'), str(root / f'{split}_GT.lmdb'), layout='reds', make_lr=4,
+                  progress=False)
+    return root
+
+
+def tiny_options(data_dir: Path, name: str, overrides: dict | None = None) -> dict:
+    """``options/train_lrti_tiny.yml`` shrunk for tests (a few iterations of an 8-channel net) on ``data_dir``."""
+    from lrti_plugin.utils.options import apply_overrides, load_options
+
+    opt = load_options(str(REPO / 'options' / 'train_lrti_tiny.yml'))
+    for ds in opt['datasets'].values():
+        for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
+            ds[key] = str(data_dir / os.path.basename(ds[key]))
+    base = {
+        'name': name, 'network_g.num_feat': 8, 'network_g.num_block': 1, 'datasets.train.num_frame': 3,
+        'datasets.train.num_worker_per_gpu': 0, 'train.total_iter': 4, 'train.scheduler.periods': [4],
+        'train.fix_flow': None, 'val.val_freq': 2, 'logger.print_freq': 1, 'logger.save_checkpoint_freq': 2,
+    }
+    return apply_overrides(opt, {**base, **(overrides or {})})
+
+
+def run_module(module: str, args: list, cwd: Path, timeout: int = 600, env: dict | None = None):
+    """Run ``python -m module args`` in ``cwd``; returns the CompletedProcess (output captured as text)."""
+    import subprocess
+
+    full_env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '2', **(env or {})}
+    return subprocess.run([sys.executable, '-m', module, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)

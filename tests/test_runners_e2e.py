@@ -1,0 +1,176 @@
+"""End-to-end runs of the real runners in subprocesses, on the tiny config and tiny demo LMDBs."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, run_module, tiny_options
+
+from lrti_plugin.utils.options import dump_options
+
+pytestmark = pytest.mark.slow
+
+
+def _experiment(cwd: Path, name: str) -> Path:
+    return cwd / 'experiments' / name
+
+
+def _train_log(cwd: Path, name: str) -> str:
+    logs = sorted(_experiment(cwd, name).glob('train_*.log'))
+    return '\n'.join(p.read_text() for p in logs)
+
+
+def _check(proc: subprocess.CompletedProcess) -> None:
+    tail = f'STDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-3000:]}'
+    assert proc.returncode == 0, f'exit {proc.returncode}\n{tail}'
+
+
+def test_train_validate_save_resume_test(tiny_data, tmp_path):
+    name = 'e2e_train'
+    opt = tiny_options(tiny_data, name, {'val.save_img': True, 'train.ema_decay': 0.9})
+    yml = dump_options(opt, str(tmp_path / 'train.yml'))
+    _check(run_module('lrti_plugin.train', ['-opt', yml], tmp_path))
+
+    exp = _experiment(tmp_path, name)
+    for f in ('models/net_g_2.pth', 'models/net_g_4.pth', 'models/net_g_latest.pth', 'training_states/2.state',
+              'training_states/4.state'):
+        assert (exp / f).is_file(), f
+    log = _train_log(tmp_path, name)
+    assert 'Model [LRTIModel] is created.' in log
+    assert log.count('Validation demo_heldout') == 3  # iters 2 and 4, and after training
+    # Validation images are saved during training, one per frame of the held-out clip, per validation.
+    assert len(list((exp / 'visualization' / 'demo_heldout' / 'chelsea').glob('*_4.png'))) == 4
+    ckpt = torch.load(exp / 'models' / 'net_g_4.pth', map_location='cpu')
+    assert set(ckpt) == {'params', 'params_ema'}
+    assert any(not torch.equal(ckpt['params'][k], ckpt['params_ema'][k]) for k in ckpt['params'])
+
+    # Resume with --auto_resume, run as a file (python lrti_plugin/train.py), two more iterations.
+    opt['train']['total_iter'] = 6
+    dump_options(opt, yml)
+    proc = subprocess.run([sys.executable, str(REPO / 'lrti_plugin' / 'train.py'), '-opt', yml, '--auto_resume'],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    _check(proc)
+    log = _train_log(tmp_path, name)
+    assert 'Resuming training from epoch: 0, iter: 4.' in log
+    state = torch.load(exp / 'training_states' / '6.state', map_location='cpu', weights_only=False)
+    assert state['iter'] == 6
+    before = torch.load(exp / 'models' / 'net_g_4.pth', map_location='cpu')['params']
+    after = torch.load(exp / 'models' / 'net_g_6.pth', map_location='cpu')['params']
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+    # Test runner on the trained weights: SR frames saved, metrics logged.
+    from lrti_plugin.utils.options import apply_overrides, load_options
+
+    test_opt = load_options(str(REPO / 'options' / 'test_lrti_tiny.yml'))
+    test_ds = test_opt['datasets']['test']
+    for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
+        test_ds[key] = str(tiny_data / os.path.basename(test_ds[key]))
+    apply_overrides(test_opt, {'network_g.num_feat': 8, 'network_g.num_block': 1,
+                               'path.pretrain_network_g': str(exp / 'models' / 'net_g_latest.pth')})
+    test_yml = dump_options(test_opt, str(tmp_path / 'test.yml'))
+    _check(run_module('lrti_plugin.test', ['-opt', test_yml], tmp_path))
+    out = tmp_path / 'results' / test_opt['name'] / 'visualization' / 'demo_heldout' / 'chelsea'
+    assert sorted(p.name for p in out.glob('*.png')) == [f'{i:08d}_{test_opt["name"]}.png' for i in range(4)]
+    test_log = next((tmp_path / 'results' / test_opt['name']).glob('test_*.log')).read_text()
+    assert '# psnr:' in test_log and '# ssim:' in test_log
+
+
+def test_kill_then_auto_resume(tiny_data, tmp_path):
+    """A run killed mid-training resumes from its last complete state with --auto_resume."""
+    name = 'e2e_kill'
+    opt = tiny_options(tiny_data, name, {'train.total_iter': 1000, 'train.scheduler.periods': [1000],
+                                         'val.val_freq': 100000, 'logger.save_checkpoint_freq': 1})
+    yml = dump_options(opt, str(tmp_path / 'train.yml'))
+    env = {**os.environ, 'PYTHONPATH': str(REPO)}
+    proc = subprocess.Popen([sys.executable, '-m', 'lrti_plugin.train', '-opt', yml], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    states = _experiment(tmp_path, name) / 'training_states'
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(states.glob('*.state'))) < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = sorted(int(p.stem) for p in states.glob('*.state'))
+    assert len(saved) >= 3, 'training did not save states in time'
+
+    opt['train']['total_iter'] = saved[-1] + 2
+    dump_options(opt, yml)
+    _check(run_module('lrti_plugin.train', ['-opt', yml, '--auto_resume'], tmp_path))
+    log = _train_log(tmp_path, name)
+    assert f'Resuming training from epoch: 0, iter: {saved[-1]}.' in log
+    assert (states / f'{saved[-1] + 2}.state').is_file()
+
+
+def test_basicsr_own_runner_loads_plugin_from_options(tiny_data, tmp_path):
+    """BasicSR's train_pipeline, in a process that never imports lrti_plugin, runs our components.
+
+    The options' ``plugin: !!python/name:lrti_plugin.__version__`` key imports the plugin. The script
+    registers the torchvision shim itself, as an environment where basicsr imports on its own would.
+    """
+    name = 'e2e_basicsr_runner'
+    yml = dump_options(tiny_options(tiny_data, name, {'train.total_iter': 2, 'val.val_freq': 2}),
+                       str(tmp_path / 'train.yml'))
+    script = textwrap.dedent(f"""
+        import sys, types
+        import torchvision.transforms.functional as F
+        shim = types.ModuleType('torchvision.transforms.functional_tensor')
+        shim.rgb_to_grayscale = F.rgb_to_grayscale
+        sys.modules[shim.__name__] = shim
+        import basicsr.train
+        assert 'lrti_plugin' not in sys.modules
+        sys.argv = ['basicsr/train.py', '-opt', {yml!r}]
+        basicsr.train.train_pipeline({str(tmp_path)!r})
+        assert 'lrti_plugin' in sys.modules
+    """)
+    proc = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, 'PYTHONPATH': str(REPO)})
+    _check(proc)
+    log = _train_log(tmp_path, name)
+    assert 'Model [LRTIModel] is created.' in log and 'Network [LRTIBasicVSR] is created.' in log
+    assert (_experiment(tmp_path, name) / 'models' / 'net_g_latest.pth').is_file()
+
+
+@pytest.mark.parametrize('override, culprit', [
+    ({'network_g.num_fet': 8}, 'num_fet'),
+    ({'network_g.spynet_path': '/nonexistent/spynet.pth'}, '/nonexistent/spynet.pth'),
+    ({'datasets.train.num_frame': 50}, 'num_frame'),
+    ({'datasets.train.meta_info_file': '/nonexistent/meta.txt'}, '/nonexistent/meta.txt'),
+    ({'datasets.train.gt_sise': 64}, 'gt_sise'),
+    ({'train.optim_g.type': 'Adagrad'}, 'Adagrad'),
+])
+def test_bad_options_exit_nonzero_naming_the_culprit(tiny_data, tmp_path, override, culprit):
+    name = 'e2e_bad'
+    opt = tiny_options(tiny_data, name)
+    for dotted, value in override.items():  # may add a key that does not exist yet (a typo)
+        *parents, last = dotted.split('.')
+        node = opt
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    yml = dump_options(opt, str(tmp_path / 'bad.yml'))
+    proc = run_module('lrti_plugin.train', ['-opt', yml], tmp_path)
+    assert proc.returncode != 0
+    assert culprit in proc.stderr, proc.stderr[-2000:]
+    models = _experiment(tmp_path, name) / 'models'
+    assert not models.exists() or not list(models.iterdir()), 'no checkpoint may be written by a failed start'
+
+
+def test_ddp_two_processes_on_cpu(tiny_data, tmp_path):
+    """torchrun --nproc_per_node=2 ... --launcher pytorch trains with gloo on a CPU-only machine."""
+    if torch.cuda.is_available():
+        pytest.skip('this case checks the CPU (gloo) path')
+    name = 'e2e_ddp'
+    yml = dump_options(tiny_options(tiny_data, name, {'train.total_iter': 2, 'val.val_freq': 2,
+                                                      'train.fix_flow': 2}), str(tmp_path / 'train.yml'))
+    proc = run_module('torch.distributed.run', ['--nproc_per_node=2', '--master_port=29517', '-m',
+                                                'lrti_plugin.train', '-opt', yml, '--launcher', 'pytorch'], tmp_path)
+    _check(proc)
+    log = _train_log(tmp_path, name)
+    assert 'World size (gpu number): 2' in log
+    assert 'Validation demo_heldout' in log
+    assert (_experiment(tmp_path, name) / 'models' / 'net_g_latest.pth').is_file()
