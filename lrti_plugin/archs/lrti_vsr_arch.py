@@ -48,7 +48,7 @@ class LRTIVSR(nn.Module):
                     mid_channels=16, num_extract_block=1)       # trains on a CPU: 1.51 M (1.44 M SpyNet)
 
     ``mlp_ratio=4/3`` gives the gated FFN (three C x hidden matrices) the parameters of MIA-VSR's
-    ratio-2 MLP (two), so the paper-scale net matches MIA-VSR's ~16.5 M; ``mlp_ratio=2`` (hidden 2C,
+    ratio-2 MLP (two), so the paper-scale net (16.2 M) stays near MIA-VSR's ~16.5 M; ``mlp_ratio=2`` (hidden 2C,
     method.md) adds 2.8 M. Use ``mlp_ratio=2`` with ``ffn: mlp`` for a parameter-matched ablation.
 
     Args:
