@@ -1,5 +1,5 @@
 """LRTIBasicVSR: BasicSR compatibility, gradients, input checks, and the exactness of window passes."""
-import pytest
+import pytest  # noqa: I001  (lrti_plugin must be imported before basicsr: torchvision shim)
 import torch
 from _flow_stub import use_tiny_flow
 

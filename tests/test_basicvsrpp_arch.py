@@ -9,7 +9,7 @@ forward touches CUDA for clips up to ``cpu_cache_length`` frames. So both networ
 operators with the same weights, and any difference is ours. The last offset conv is zero at init
 (offsets = flows); the tests randomise it so the learned offsets and masks are exercised.
 """
-from unittest import mock
+from unittest import mock  # noqa: I001  (lrti_plugin must be imported before basicsr)
 
 import pytest
 import torch
