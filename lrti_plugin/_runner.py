@@ -2,8 +2,9 @@
 import os
 import sys
 
-# Errors caused by the user's options or data: reported in one line, exit status 2.
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError)
+# Errors our code raises for bad options or data (their messages name the culprit): one line, exit status 1.
+# Anything else keeps its traceback.
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError)
 
 
 def run(pipeline_name: str, root_path: str | None = None) -> None:
