@@ -14,10 +14,14 @@ it unchanged. The BasicSR defects answered here (one override each):
 * ``setup_optimizers``/``get_optimizer``: pop ``type`` from the shared option dict and only know Adam.
 * ``save_network``/``save_training_state``: write in place, so a run killed mid-save leaves a
   truncated checkpoint that ``--auto_resume`` then picks. Ours write a temporary file and rename it.
+
+The LRTI strategy (``train.lrti``, :mod:`.truncated_bptt`) and mixed precision (``train.use_amp``)
+are added through ``feed_data``/``optimize_parameters`` and the training-state hooks.
 """
 import os
 import tempfile
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from copy import deepcopy
 from os import path as osp
 
@@ -31,9 +35,13 @@ from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from lrti_plugin.models import truncated_bptt as tbptt
+from lrti_plugin.models.lrti_options import LRTIOptions, parse_use_amp
+
 _OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW}
 # Parameter-name substrings frozen by ``train.fix_flow`` (BasicSR's convention: flow net and EDVR extractor).
 _FLOW_KEYS = ('spynet', 'edvr')
+_MIB = float(2**20)
 
 
 def atomic_torch_save(obj, path: str) -> None:
@@ -52,10 +60,16 @@ def atomic_torch_save(obj, path: str) -> None:
 
 @MODEL_REGISTRY.register()
 class LRTIModel(VideoRecurrentModel):
-    """Recurrent video SR model for LRTI-VSR (plain short-clip training in this version).
+    """Recurrent video SR model for LRTI-VSR: plain short-clip training, or the LRTI strategy.
 
-    Options read (all BasicSR's usual keys):
-        network_g: the arch (any recurrent arch mapping (B, T, 3, H, W) to (B, T, 3, sH, sW)).
+    Options read (BasicSR's usual keys, plus ``train.lrti`` and ``train.use_amp``):
+        network_g: the arch (any recurrent arch mapping (B, T, 3, H, W) to (B, T, 3, sH, sW); with
+            ``train.lrti`` (``init: cached``) one that speaks the propagation protocol).
+        train.lrti: switches the LRTI strategy on; keys in :class:`LRTIOptions` (``mode``, ``init``,
+            ``long_pass_ema``, ``log_cache``); the window geometry comes from ``datasets.train``
+            (``long_frames``, ``clip_frames``, ``num_clips``). Absent: plain clips, as BasicSR trains.
+        train.use_amp: mixed precision on CUDA (autocast + GradScaler, saved in the training state);
+            a no-op with a warning on a CPU. Default: false.
         train.optim_g.type: ``Adam`` or ``AdamW``.
         train.ema_decay: > 0 keeps an EMA copy, used for validation and saved as ``params_ema``.
         train.fix_flow: freeze parameters whose name contains ``spynet``/``edvr`` while
@@ -64,9 +78,17 @@ class LRTIModel(VideoRecurrentModel):
         val.flip_seq, val.metrics, val.save_img: as in BasicSR; images are saved during training
             too, as ``visualization/<dataset>/<clip>/<frame>_<iter>.png``.
         find_unused_parameters: passed to DDP (set automatically when ``fix_flow`` is used).
+
+    Training batches (``feed_data``): plain ``lq`` (B, T, 3, H, W), ``gt`` (B, T, 3, sH, sW); with
+    ``train.lrti`` the long-clip batch ``lq`` (B, L, 3, H, W), ``gt`` (B, N, T, 3, sH, sW), ``starts``
+    (B, N). Log keys added with ``train.lrti``: ``cache_long_mib`` (long-pass PropagationStates),
+    ``cache_windows_mib`` (the N*B windows' BoundaryStates), ``long_pass_share`` (long-pass time /
+    ``optimize_parameters`` time) when ``log_cache``.
     """
 
     def __init__(self, opt):
+        # Parsed before anything is built, so a bad block fails at once.
+        self.lrti = LRTIOptions.from_options(opt) if opt.get('is_train') else None
         if opt.get('dist') and opt.get('is_train') and opt['train'].get('fix_flow'):
             # Frozen parameters receive no gradient: DDP must be told, or its reducer raises.
             opt['find_unused_parameters'] = True
@@ -121,10 +143,117 @@ class LRTIModel(VideoRecurrentModel):
             state = f'frozen until iter {self.fix_flow_iter}' if frozen else 'trained from now on'
             get_root_logger().info(f'Flow network {state} (iter {current_iter}).')
 
+    def init_training_settings(self):
+        super().init_training_settings()
+        logger = get_root_logger()
+        self.use_amp = parse_use_amp(self.opt['train'])
+        if self.use_amp and self.device.type == 'cpu':
+            logger.warning('train.use_amp is ignored on a CPU: training runs in float32.')
+            self.use_amp = False
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        if self.lrti is None:
+            return
+        if self.lrti.init == 'cached':
+            tbptt.check_protocol(self.net_g)
+        if self.lrti.long_pass_ema and not self.ema_decay > 0:
+            raise ValueError('train.lrti.long_pass_ema needs an EMA network: set train.ema_decay > 0')
+        logger.info(f'LRTI strategy: {self.lrti}.')
+
+    def feed_data(self, data):
+        """Take a batch: plain clips, or (training with ``train.lrti``) a long-clip batch.
+
+        Args:
+            data (dict): ``lq`` (B, T, 3, H, W) [and ``gt`` (B, T, 3, sH, sW)]; or the long-clip batch
+                ``lq`` (B, L, 3, H, W), ``gt`` (B, N, T, 3, sH, sW), ``starts`` (B, N) integers.
+        """
+        super().feed_data(data)
+        self.starts = None
+        if 'starts' not in data:
+            return
+        if self.lrti is None:
+            raise ValueError('a long-clip batch (with starts) needs train.lrti; for plain training on the same '
+                             'windows set train.lrti.init: zeros')
+        self.starts = torch.as_tensor(data['starts']).cpu()  # (B, N): python ints are taken from it
+        tbptt.check_long_clip_batch(self.lq, self.gt, self.starts, self.lrti.clip_frames, self.lrti.num_clips)
+
     def optimize_parameters(self, current_iter):
         self._apply_fix_flow(current_iter)
-        # SRModel.optimize_parameters: zero_grad, forward, pixel loss, backward, step, EMA.
-        super(VideoRecurrentModel, self).optimize_parameters(current_iter)
+        if self.lrti is None:
+            self.log_dict = self.reduce_loss_dict(self._train_step(self.lq, self.gt))
+            return
+        if self.starts is None:
+            raise ValueError('train.lrti is set but the training batch has no starts: use a long-clip train '
+                             'dataset (LRTILongClipDataset)')
+        self._optimize_lrti()
+
+    def _optimize_lrti(self):
+        """Long pass (no grad) -> cached window states -> window pass(es) with gradient -> step(s)."""
+        timed = self.lrti.log_cache
+        t_start = self._clock(timed)
+        states = None
+        if self.lrti.init == 'cached':
+            net = self.net_g_ema if self.lrti.long_pass_ema else self.net_g
+            with self._autocast():
+                states = tbptt.long_pass(net, self.lq)
+        t_long = self._clock(timed) - t_start
+        clips, gts, init = tbptt.window_batch(self.lq, self.gt, self.starts, states)
+        long_bytes = states.nbytes if states is not None else 0
+        del states  # only the windows' borders stay alive during the window pass
+        if self.lrti.mode == 'batch':
+            loss_dicts = [self._train_step(clips, gts, init)]
+        else:
+            loss_dicts, outputs = [], []
+            for window in tbptt.split_windows(clips, gts, init, self.lrti.num_clips):
+                loss_dicts.append(self._train_step(*window))
+                outputs.append(self.output)
+            self.output = torch.cat(outputs)  # (N*B, T, 3, sH, sW)
+        loss_dict = {k: torch.stack([d[k] for d in loss_dicts]).mean() for k in loss_dicts[0]}
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if timed:
+            t_iter = self._clock(timed) - t_start
+            self.log_dict['cache_long_mib'] = long_bytes / _MIB
+            self.log_dict['cache_windows_mib'] = (init.nbytes if init is not None else 0) / _MIB
+            self.log_dict['long_pass_share'] = t_long / t_iter if t_iter > 0 else 0.0
+
+    def _train_step(self, lqs, gts, init=None):
+        """One optimiser step on clips ``lqs`` (B', T, 3, H, W) against ``gts`` (B', T, 3, sH, sW).
+
+        ``init`` (BoundaryStates of batch B', or None for zero states) goes through the DDP wrapper
+        with the clip. Sets ``self.output`` (B', T, 3, sH, sW, detached); returns the loss tensors.
+        """
+        self.optimizer_g.zero_grad()
+        with self._autocast():
+            output = self.net_g(lqs) if init is None else self.net_g(lqs, init_states=init)
+        loss_dict = self._losses(output.float(), gts)
+        self.grad_scaler.scale(sum(loss_dict.values())).backward()
+        self.grad_scaler.step(self.optimizer_g)
+        self.grad_scaler.update()
+        self.output = output.detach()
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+        return loss_dict
+
+    def _losses(self, output, gt):
+        """BasicSR's pixel/perceptual losses of (B, T, 3, sH, sW) frames (perceptual per frame)."""
+        loss_dict = OrderedDict()
+        if self.cri_pix:
+            loss_dict['l_pix'] = self.cri_pix(output, gt)
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(output.flatten(0, 1), gt.flatten(0, 1))  # (B*T, 3, sH, sW)
+            if l_percep is not None:
+                loss_dict['l_percep'] = l_percep
+            if l_style is not None:
+                loss_dict['l_style'] = l_style
+        return loss_dict
+
+    def _autocast(self):
+        return torch.amp.autocast(device_type=self.device.type, enabled=self.use_amp)
+
+    def _clock(self, timed: bool) -> float:
+        """``time.perf_counter()``, after waiting for the device's queued work when ``timed``."""
+        if timed and self.device.type != 'cpu':
+            torch.accelerator.synchronize(self.device)
+        return time.perf_counter()
 
     # ---------------------------------------------------------------- inference
     def test(self):
@@ -236,4 +365,17 @@ class LRTIModel(VideoRecurrentModel):
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [s.state_dict() for s in self.schedulers],
         }
+        if hasattr(self, 'grad_scaler'):
+            state['grad_scaler'] = self.grad_scaler.state_dict()
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def resume_training(self, resume_state):
+        """Reload optimizers and schedulers (BasicSR) and the GradScaler of ``train.use_amp``."""
+        super().resume_training(resume_state)
+        scaler_state = resume_state.get('grad_scaler') or {}
+        if self.use_amp and scaler_state:
+            self.grad_scaler.load_state_dict(scaler_state)
+        elif self.use_amp:
+            get_root_logger().warning('Resumed state has no GradScaler state: the loss scale starts afresh.')
+        elif scaler_state:
+            get_root_logger().warning('Resumed state has a GradScaler state but mixed precision is off: ignored.')

@@ -1,0 +1,129 @@
+"""The training keys of the LRTI strategy, read once from the options into frozen dataclasses.
+
+``train: lrti:`` switches the strategy on (method.md, section 2); without the block the model trains
+plain clips. The window geometry (L, T, N) is not repeated there: it is the train dataset's
+(``LRTILongClipDataset``: ``long_frames``, ``clip_frames``, ``num_clips``), read from its options so
+the two can never disagree. A full block with its defaults::
+
+    train:
+      use_amp: false          # mixed precision (see parse_use_amp); applies with or without lrti
+      lrti:
+        mode: batch           # batch | sequential
+        init: cached          # cached | zeros
+        long_pass_ema: false
+        log_cache: true
+
+An empty block (``lrti: {}``) switches the strategy on with every default.
+"""
+from dataclasses import dataclass, fields
+from typing import Mapping, Optional
+
+_MODES = ('batch', 'sequential')
+_INITS = ('cached', 'zeros')
+_GEOMETRY = ('long_frames', 'clip_frames', 'num_clips')
+
+
+@dataclass(frozen=True)
+class LRTIOptions:
+    """The ``train.lrti`` block, plus the window geometry of the train dataset.
+
+    Attributes:
+        mode (str): ``batch``: the N windows of one long pass form one batch (N*B, T, ...) of one
+            optimiser step. ``sequential``: they are spent on N consecutive optimiser steps (B, T, ...)
+            within one BasicSR iteration, each reusing the cached states of the same long pass
+            (activation memory of one window; the later windows' states are slightly stale; the
+            learning rate is the iteration's for all N steps; EMA is updated after every step).
+            Default: ``batch``.
+        init (str): ``cached``: each window starts from the boundary states of the long pass (LRTI).
+            ``zeros``: no long pass; each window starts from zero states like plain short-clip
+            training, on exactly the same windows (the strategy's ablation). Default: ``cached``.
+        long_pass_ema (bool): Run the long pass with the EMA weights (``train.ema_decay`` > 0
+            required) instead of the current ones. Default: False.
+        log_cache (bool): Add the cache sizes and the long pass's share of the iteration time to the
+            log (synchronises the device around the long pass for honest timing). Default: True.
+        long_frames (int): L, frames of the long clip (train dataset's ``long_frames``).
+        clip_frames (int): T, frames of each window (train dataset's ``clip_frames``).
+        num_clips (int): N, windows per long clip (train dataset's ``num_clips``).
+    """
+
+    long_frames: int
+    clip_frames: int
+    num_clips: int
+    mode: str = 'batch'
+    init: str = 'cached'
+    long_pass_ema: bool = False
+    log_cache: bool = True
+
+    def __post_init__(self):
+        for key in _GEOMETRY:
+            value = getattr(self, key)
+            if not _is_int(value):
+                raise ValueError(f'datasets.train.{key}: expected int, got {type(value).__name__} ({value!r})')
+        for key, choices in (('mode', _MODES), ('init', _INITS)):
+            value = getattr(self, key)
+            if not isinstance(value, str):
+                raise ValueError(f'train.lrti.{key}: expected str, got {type(value).__name__} ({value!r})')
+            if value not in choices:
+                raise ValueError(f'train.lrti.{key}: expected one of {" | ".join(choices)}, got {value!r}')
+        for key in ('long_pass_ema', 'log_cache'):
+            value = getattr(self, key)
+            if not isinstance(value, bool):
+                raise ValueError(f'train.lrti.{key}: expected bool, got {type(value).__name__} ({value!r})')
+        if self.num_clips < 1:
+            raise ValueError(f'datasets.train.num_clips: expected >= 1, got {self.num_clips}')
+        if self.clip_frames < 1:
+            raise ValueError(f'datasets.train.clip_frames: expected >= 1, got {self.clip_frames}')
+        if self.clip_frames > self.long_frames:
+            raise ValueError(f'datasets.train.clip_frames ({self.clip_frames}) must not exceed '
+                             f'datasets.train.long_frames ({self.long_frames})')
+
+    @classmethod
+    def from_options(cls, opt: Mapping) -> Optional['LRTIOptions']:
+        """Parse ``opt['train']['lrti']`` and the train dataset's geometry; None when the block is absent.
+
+        Args:
+            opt (dict): The whole BasicSR option dict (never mutated).
+
+        Raises:
+            ValueError: An unknown key (named), a wrong type (key and type named), a bad value, or a
+                train dataset without ``long_frames``/``clip_frames``/``num_clips``.
+        """
+        train = opt.get('train') or {}
+        if 'lrti' not in train:
+            return None
+        block = train['lrti'] if train['lrti'] is not None else {}
+        if not isinstance(block, Mapping):
+            raise ValueError(f'train.lrti: expected a mapping of options, got {type(block).__name__}')
+        allowed = [f.name for f in fields(cls) if f.name not in _GEOMETRY]
+        for key in block:
+            if key not in allowed:
+                hint = ' (the window geometry is set in datasets.train)' if key in _GEOMETRY else ''
+                raise ValueError(f'train.lrti: unknown key {key!r}{hint}; known keys: {", ".join(allowed)}')
+        dataset = (opt.get('datasets') or {}).get('train') or {}
+        missing = [k for k in _GEOMETRY if k not in dataset]
+        if missing:
+            raise ValueError(f'train.lrti needs a long-clip train dataset (e.g. LRTILongClipDataset), but '
+                             f'datasets.train (type {dataset.get("type")!r}) has no {", ".join(missing)}')
+        return cls(**{k: dataset[k] for k in _GEOMETRY}, **block)
+
+
+def parse_use_amp(train_opt: Mapping) -> bool:
+    """``train.use_amp`` (default False): mixed precision for every training forward pass.
+
+    It lives in ``train`` rather than in ``train.lrti`` because it applies to plain training too
+    (an ablation must not change the precision). On a CUDA device the forward passes run under
+    ``torch.amp.autocast`` (float16) and a ``torch.amp.GradScaler`` scales the loss; its state is
+    saved in the training state. On a CPU it is a no-op with a warning (the model's decision), so one
+    options file can be smoke-tested on a CPU.
+
+    Raises:
+        ValueError: ``use_amp`` is not a bool.
+    """
+    value = train_opt.get('use_amp', False)
+    if not isinstance(value, bool):
+        raise ValueError(f'train.use_amp: expected bool, got {type(value).__name__} ({value!r})')
+    return value
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
