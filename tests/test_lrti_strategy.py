@@ -221,9 +221,9 @@ def test_batch_errors_and_plain_validation_data(tmp_path, device):
     good = long_batch(device=device)
     for bad, match in (({'starts': torch.tensor([[0, 4], [0, 0]])}, 'do not fit'),
                        ({'starts': torch.tensor([[0.0, 1.0], [0.0, 1.0]])}, 'integers'),
-                       ({'gt': good['gt'][:, :1]}, 'N=2')):
+                       ({'gt': good['gt'][:, :1]}, 'N=2'), ({'gt': None}, 'needs gt')):
         with pytest.raises(ValueError, match=match):
-            model.feed_data({**good, **bad})
+            model.feed_data({k: v for k, v in {**good, **bad}.items() if v is not None})
     model.feed_data({'lq': good['lq'][:1, :2], 'gt': good['gt'][:1, 0]})  # a validation clip: unchanged
     model.test()
     assert model.output.shape == (1, 2, 3, 144, 144)

@@ -173,6 +173,8 @@ class LRTIModel(VideoRecurrentModel):
         if self.lrti is None:
             raise ValueError('a long-clip batch (with starts) needs train.lrti; for plain training on the same '
                              'windows set train.lrti.init: zeros')
+        if 'gt' not in data:
+            raise ValueError('a long-clip batch needs gt (B, N, T, 3, sH, sW) next to starts')
         self.starts = torch.as_tensor(data['starts']).cpu()  # (B, N): python ints are taken from it
         tbptt.check_long_clip_batch(self.lq, self.gt, self.starts, self.lrti.clip_frames, self.lrti.num_clips)
 
