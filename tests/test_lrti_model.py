@@ -135,3 +135,10 @@ def test_interrupted_save_leaves_no_checkpoint(tiny_data, tmp_path, device, monk
     assert set(torch.load(target, map_location='cpu')) == {'params'}
     state = torch.load(tmp_path / 'exp' / 'states' / '3.state', map_location='cpu', weights_only=False)
     assert state['iter'] == 3 and len(state['optimizers']) == 1
+
+
+def test_schedule_shorter_than_training_is_rejected(tiny_data, tmp_path, device):
+    with pytest.raises(ValueError, match='periods'):
+        build_model(tiny_data, tmp_path, device, {'train.scheduler.periods': [2], 'train.total_iter': 4})
+    model = build_model(tiny_data, tmp_path, device)
+    assert model.opt['train']['scheduler']['type'] == 'CosineAnnealingRestartLR', 'options must not be mutated'

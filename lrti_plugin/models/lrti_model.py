@@ -128,6 +128,25 @@ class LRTIModel(VideoRecurrentModel):
         self.optimizer_g = self.get_optimizer(optim_type, params, lr, **optim_opt)
         self.optimizers.append(self.optimizer_g)
 
+    def setup_schedulers(self):
+        """BasicSR's schedulers, built from a copy of ``train.scheduler`` (BasicSR pops ``type``).
+
+        Raises ValueError if a cosine schedule's ``periods`` end before ``train.total_iter``: BasicSR's
+        scheduler would fail there with an unrelated TypeError, hours into the run.
+        """
+        train_opt = self.opt['train']
+        sched = deepcopy(train_opt['scheduler'])
+        periods = sched.get('periods')
+        if periods is not None and sum(periods) < int(train_opt['total_iter']):
+            raise ValueError(f'train.scheduler.periods: {list(periods)} sum to {sum(periods)}, fewer than '
+                             f"train.total_iter = {train_opt['total_iter']}")
+        original = train_opt['scheduler']
+        train_opt['scheduler'] = sched
+        try:
+            super().setup_schedulers()  # pops 'type' from the copy only
+        finally:
+            train_opt['scheduler'] = original
+
     # ---------------------------------------------------------------- training
     def _apply_fix_flow(self, current_iter):
         """Freeze the flow network while ``current_iter < fix_flow`` (idempotent, resume-safe)."""
