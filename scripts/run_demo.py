@@ -5,7 +5,7 @@
 Steps (each through the project's public tools, as a user would run them):
   1. render training and held-out clips with sub-pixel camera motion (lrti_plugin.data.demo_data);
   2. build GT and x4 bicubic LR LMDBs with ``make_lmdb`` (the function behind scripts/make_lmdb.py);
-  3. train ``options/train_lrti_tiny.yml`` with ``python -m lrti_plugin.train`` (a subprocess);
+  3. train ``options/train_demo.yml`` with ``python -m lrti_plugin.train`` (a subprocess);
   4. test the trained weights on the held-out clips with ``python -m lrti_plugin.test`` (saves SR frames);
   5. score the saved SR frames and MATLAB-bicubic against the GT, write ``demo/report.md``,
      ``demo/report.json``, ``demo/comparison.png`` (LR / bicubic / ours / GT) and
@@ -24,8 +24,8 @@ sys.path.insert(0, REPO)
 import lrti_plugin  # noqa: E402,F401
 from lrti_plugin.utils.options import apply_overrides, dump_options, load_options  # noqa: E402
 
-TRAIN_OPT = os.path.join(REPO, 'options', 'train_lrti_tiny.yml')
-TEST_OPT = os.path.join(REPO, 'options', 'test_lrti_tiny.yml')
+TRAIN_OPT = os.path.join(REPO, 'options', 'train_demo.yml')
+TEST_OPT = os.path.join(REPO, 'options', 'test_demo.yml')
 
 
 def make_data(data_dir: str, seed: int) -> None:

@@ -42,10 +42,10 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def tiny_options(data_dir: Path, name: str, overrides: dict | None = None) -> dict:
-    """``options/train_lrti_tiny.yml`` shrunk for tests (a few iterations of an 8-channel net) on ``data_dir``."""
+    """``options/train_demo.yml`` shrunk for tests (a few iterations of an 8-channel net) on ``data_dir``."""
     from lrti_plugin.utils.options import apply_overrides, load_options
 
-    opt = load_options(str(REPO / 'options' / 'train_lrti_tiny.yml'))
+    opt = load_options(str(REPO / 'options' / 'train_demo.yml'))
     for ds in opt['datasets'].values():
         for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
             ds[key] = str(data_dir / os.path.basename(ds[key]))
@@ -55,6 +55,17 @@ def tiny_options(data_dir: Path, name: str, overrides: dict | None = None) -> di
         'train.fix_flow': None, 'val.val_freq': 2, 'logger.print_freq': 1, 'logger.save_checkpoint_freq': 2,
     }
     return apply_overrides(opt, {**base, **(overrides or {})})
+
+
+def to_lrti(opt: dict, long_frames: int = 6, clip_frames: int = 3, num_clips: int = 2, **lrti) -> dict:
+    """Switch tiny options to the LRTI strategy: long-clip dataset + a ``train.lrti`` block (in place)."""
+    ds = opt['datasets']['train']
+    for key in ('num_frame', 'interval_list'):
+        ds.pop(key, None)
+    ds.update(type='LRTILongClipDataset', long_frames=long_frames, clip_frames=clip_frames, num_clips=num_clips,
+              batch_size_per_gpu=1)
+    opt['train']['lrti'] = dict(lrti)
+    return opt
 
 
 def run_module(module: str, args: list, cwd: Path, timeout: int = 600, env: dict | None = None):

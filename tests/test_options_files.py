@@ -18,7 +18,7 @@ DATASET_KEYS = {
 
 def test_there_are_option_files():
     names = {p.name for p in OPTION_FILES}
-    assert {'train_lrti.yml', 'train_lrti_tiny.yml', 'test_lrti.yml', 'test_lrti_tiny.yml'} <= names
+    assert {'train_lrti.yml', 'train_lrti_tiny.yml', 'train_demo.yml', 'test_lrti.yml', 'test_demo.yml'} <= names
 
 
 @pytest.mark.parametrize('path', OPTION_FILES, ids=lambda p: p.name)
@@ -46,7 +46,7 @@ def test_options_file_is_valid(path: Path):
 
 
 def test_dump_then_load_round_trip(tmp_path):
-    opt = load_options(str(REPO / 'options' / 'train_lrti_tiny.yml'))
+    opt = load_options(str(REPO / 'options' / 'train_demo.yml'))
     apply_overrides(opt, {'train.total_iter': 7, 'network_g.num_feat': 4})
     again = load_options(dump_options(opt, str(tmp_path / 'x.yml')))
     assert again == opt
@@ -58,8 +58,8 @@ def test_tiny_config_train_and_test_networks_agree():
     """The demo's test options must rebuild exactly the network the tiny training options train."""
     from basicsr.archs import build_network
 
-    train = load_options(str(REPO / 'options' / 'train_lrti_tiny.yml'))['network_g']
-    test = load_options(str(REPO / 'options' / 'test_lrti_tiny.yml'))['network_g']
+    train = load_options(str(REPO / 'options' / 'train_demo.yml'))['network_g']
+    test = load_options(str(REPO / 'options' / 'test_demo.yml'))['network_g']
     assert dict(train) == dict(test)
     a, b = build_network(dict(train)), build_network(dict(test))
     assert [(n, p.shape) for n, p in a.state_dict().items()] == [(n, p.shape) for n, p in b.state_dict().items()]

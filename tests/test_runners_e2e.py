@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_module, tiny_options
+from conftest import REPO, run_module, tiny_options, to_lrti
 
 from lrti_plugin.utils.options import dump_options
 
@@ -67,7 +67,7 @@ def test_train_validate_save_resume_test(tiny_data, tmp_path):
     # Test runner on the trained weights: SR frames saved, metrics logged.
     from lrti_plugin.utils.options import apply_overrides, load_options
 
-    test_opt = load_options(str(REPO / 'options' / 'test_lrti_tiny.yml'))
+    test_opt = load_options(str(REPO / 'options' / 'test_demo.yml'))
     test_ds = test_opt['datasets']['test']
     for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
         test_ds[key] = str(tiny_data / os.path.basename(test_ds[key]))
@@ -79,6 +79,23 @@ def test_train_validate_save_resume_test(tiny_data, tmp_path):
     assert sorted(p.name for p in out.glob('*.png')) == [f'{i:08d}_{test_opt["name"]}.png' for i in range(4)]
     test_log = next((tmp_path / 'results' / test_opt['name']).glob('test_*.log')).read_text()
     assert '# psnr:' in test_log and '# ssim:' in test_log
+
+
+def test_lrti_strategy_trains_validates_saves_and_resumes(tiny_data, tmp_path):
+    """The real runner with ``train.lrti`` on: long pass + cached windows, validation, checkpoints, resume."""
+    name = 'e2e_lrti'
+    opt = to_lrti(tiny_options(tiny_data, name, {'train.scheduler.periods': [6]}), mode='sequential')
+    yml = dump_options(opt, str(tmp_path / 'train.yml'))
+    _check(run_module('lrti_plugin.train', ['-opt', yml], tmp_path))
+    log = _train_log(tmp_path, name)
+    assert 'Dataset [LRTILongClipDataset]' in log
+    assert 'cache_long_mib' in log and 'long_pass_share' in log
+    assert log.count('Validation demo_heldout') == 3
+    opt['train']['total_iter'] = 6
+    dump_options(opt, yml)
+    _check(run_module('lrti_plugin.train', ['-opt', yml, '--auto_resume'], tmp_path))
+    assert 'Resuming training from epoch: 0, iter: 4.' in _train_log(tmp_path, name)
+    assert (_experiment(tmp_path, name) / 'models' / 'net_g_6.pth').is_file()
 
 
 def test_kill_then_auto_resume(tiny_data, tmp_path):
@@ -143,10 +160,16 @@ def test_basicsr_own_runner_loads_plugin_from_options(tiny_data, tmp_path):
     ({'datasets.train.meta_info_file': '/nonexistent/meta.txt'}, '/nonexistent/meta.txt'),
     ({'datasets.train.gt_sise': 64}, 'gt_sise'),
     ({'train.optim_g.type': 'Adagrad'}, 'Adagrad'),
+    ({'lrti': True, 'datasets.train.clip_frames': 9}, 'clip_frames'),
+    ({'lrti': True, 'train.lrti.modes': 'batch'}, 'modes'),
+    ({'lrti': True, 'network_g.type': 'BasicVSR'}, 'BasicVSR'),
 ])
 def test_bad_options_exit_nonzero_naming_the_culprit(tiny_data, tmp_path, override, culprit):
     name = 'e2e_bad'
     opt = tiny_options(tiny_data, name)
+    override = dict(override)
+    if override.pop('lrti', False):
+        to_lrti(opt)
     for dotted, value in override.items():  # may add a key that does not exist yet (a typo)
         *parents, last = dotted.split('.')
         node = opt

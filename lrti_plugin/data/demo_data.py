@@ -98,7 +98,7 @@ def write_clips(root: str, specs: dict[str, ClipSpec]) -> dict[str, int]:
     return counts
 
 
-def demo_specs(num_frames: int = 20, heldout_frames: int = 12, height: int = 192, width: int = 256,
+def demo_specs(num_frames: int = 20, heldout_frames: int = 12, height: int = 256, width: int = 320,
                clips_per_photo: int = 2, seed: int = 0) -> tuple[dict[str, ClipSpec], dict[str, ClipSpec]]:
     """The default demo: (training clips, held-out clips), keyed by clip name.
 
