@@ -43,7 +43,7 @@ def make_data(data_dir: str, seed: int) -> None:
         if not os.path.isdir(png_root):
             print(f'[demo] rendering {len(specs)} {split} clips into {png_root}')
             write_clips(png_root, specs)
-        make_lmdb(png_root, lmdb_path, layout='reds', make_lr=4)
+        make_lmdb(png_root, lmdb_path, layout='reds', make_lr=4, progress=sys.stderr.isatty())
 
 
 def run_runner(kind: str, opt_path: str, cwd: str, log_path: str) -> float:
