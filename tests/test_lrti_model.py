@@ -106,7 +106,8 @@ def test_one_step_trains_everything_but_a_frozen_flow(tiny_data, tmp_path, devic
 def test_flow_lr_mul_makes_two_param_groups(tiny_data, tmp_path, device):
     model = build_model(tiny_data, tmp_path, device, {'train.flow_lr_mul': 0.25})
     groups = model.optimizer_g.param_groups
-    assert [g['lr'] for g in groups] == pytest.approx([2e-3, 5e-4])
+    lr = model.opt['train']['optim_g']['lr']
+    assert [g['lr'] for g in groups] == pytest.approx([lr, 0.25 * lr])
     n_flow = sum(1 for n, _ in model.net_g.named_parameters() if 'spynet' in n)
     assert len(groups[1]['params']) == n_flow
     assert model.opt['train']['optim_g']['type'] == 'Adam', 'the shared option dict must not be mutated'
