@@ -8,7 +8,7 @@ Two kinds of fixes live here:
   ``lrti_plugin.test``) before they call BasicSR's own ``train_pipeline`` / ``test_pipeline``.
   It replaces two module-level functions of BasicSR's runner whose bodies hard-code CUDA.
 
-Model-level defects (validation metrics created on ``'cuda'``, DDP ``device_ids``) are fixed in
+Model-level defects (validation metrics on a hard-coded CUDA device, DDP ``device_ids``) are fixed in
 :class:`lrti_plugin.models.lrti_model.LRTIModel`, which overrides the offending hooks.
 """
 import os
@@ -40,8 +40,8 @@ def install_functional_tensor_shim():
 def _load_resume_state_any_device(opt):
     """Device-aware copy of ``basicsr.train.load_resume_state``.
 
-    Answers ``basicsr/train.py``: ``torch.load(..., map_location=lambda storage, loc:
-    storage.cuda(device_id))``, which crashes on a machine without CUDA. The state is loaded onto
+    Answers ``basicsr/train.py``: its ``torch.load`` maps every storage onto the current CUDA device,
+    which crashes on a machine without CUDA. The state is loaded onto
     the CPU; optimizers move their tensors to the parameters' device in ``load_state_dict``.
     """
     import torch

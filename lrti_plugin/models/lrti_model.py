@@ -5,7 +5,7 @@ it unchanged. The BasicSR defects answered here (one override each):
 
 * ``BaseModel.model_to_device``: DDP is built with ``device_ids=[torch.cuda.current_device()]``,
   which fails on a CPU (gloo). Ours passes ``device_ids=None`` there.
-* ``VideoRecurrentModel.dist_validation``: metric tensors are created with ``device='cuda'``;
+* ``VideoRecurrentModel.dist_validation``: metric tensors are created on a hard-coded CUDA device;
   ``val_data['lq'].unsqueeze_(0)`` followed by ``squeeze_(0)`` also reshapes the model's own input
   on a CPU, where ``.to(device)`` returns the same tensor; images cannot be saved during training.
 * ``VideoRecurrentModel.test``: ignores the EMA network and always leaves ``net_g`` in train mode.
@@ -98,7 +98,7 @@ class LRTIModel(VideoRecurrentModel):
     def model_to_device(self, net):
         net = net.to(self.device)
         if self.opt['dist']:
-            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            device_ids = None if self.device.type == 'cpu' else [torch.cuda.current_device()]
             net = DistributedDataParallel(
                 net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
         elif self.opt['num_gpu'] > 1:
