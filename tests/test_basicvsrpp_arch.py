@@ -177,3 +177,29 @@ def test_same_size_input_window_pass():
         clip = net(lqs[:, 1:3], init_states=states.window(1, 2))
     assert full.shape == lqs.shape
     torch.testing.assert_close(clip, full[:, 1:3], rtol=0, atol=1e-10)
+
+
+def test_alignment_runs_in_float32_under_autocast():
+    """Under autocast the deformable alignment gets float32 inputs (no reduced-precision deform_conv2d on a
+    CPU), the rest of the network runs in the autocast dtype, and the output stays close to float32's.
+    (bfloat16 only: CPU float16 kernels are slow, and the float32 island does not depend on the dtype.)"""
+    dtype = torch.bfloat16
+    net = LRTIBasicVSRPP(**TINY).eval()
+    use_tiny_flow(net)
+    _randomise_offsets(net)
+    seen, backbone = [], []
+    for m in net.deform_align.values():
+        m.register_forward_pre_hook(lambda _m, args: seen.extend(a.dtype for a in args))
+    net.backbone['forward_1'].register_forward_hook(lambda _m, _args, out: backbone.append(out.dtype))
+    lqs = torch.rand(1, 3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = net(lqs)
+        seen.clear()
+        backbone.clear()
+        with torch.autocast('cpu', dtype=dtype):
+            got = net(lqs)
+    assert seen and set(seen) == {torch.float32}
+    assert backbone and set(backbone) == {dtype}
+    assert got.dtype == torch.float32
+    diff = (got - want).abs().max().item()
+    assert 0 < diff < 0.05, diff

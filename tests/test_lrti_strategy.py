@@ -103,6 +103,7 @@ def test_options_defaults_absent_block_and_missing_geometry():
     ({}, {}, {'network_g': {'type': 'BasicVSR', 'num_feat': 8, 'num_block': 1}}, "'BasicVSR'.*protocol"),
     ({'long_pass_ema': True}, {}, {}, 'ema_decay'),
     ({}, {}, {'train.use_amp': 1}, 'train.use_amp: expected bool, got int'),
+    ({}, {}, {'train.use_amp': True, 'train.amp_dtype': 'fp16'}, "train.amp_dtype: .*got 'fp16'"),
 ])
 def test_model_start_up_errors(tmp_path, device, lrti, geometry, overrides, match):
     with pytest.raises(ValueError, match=match):
@@ -287,40 +288,96 @@ def test_long_clip_dataset_batches_train(tiny_data, tmp_path, device):
     assert model.output.shape == (4, 2, 3, 144, 144)
 
 
-# ------------------------------------------------------------------------------------------ amp and resume
-def test_amp_on_cpu_is_off_with_a_warning_and_resume_round_trips(tmp_path, device):
-    if device.type != 'cpu':
-        pytest.skip('the CPU refusal path of train.use_amp')
+# ------------------------------------------------------------------------------------------ mixed precision
+ARCH_CASES = {  # network options, LR size, L, T (N = 1); BasicVSR++ needs LR >= 64
+    'LRTIBasicVSR': (None, 36, 4, 2),
+    'LRTIVSR': (VSR_TINY, 36, 4, 2),
+    'LRTIBasicVSRPP': (VSRPP_TINY, 64, 3, 1),
+}
+
+
+def _amp_pair(tmp_path, device, arch, amp_dtype):
+    """Two models with the same weights: float32, and ``train.use_amp`` in ``amp_dtype``; and their batch."""
+    net_opt, size, length, clip = ARCH_CASES[arch]
+    geometry = {'long_frames': length, 'clip_frames': clip, 'num_clips': 1}
+    overrides = {'network_g': net_opt} if net_opt else {}
+    fp32 = lrti_model(tmp_path, device, geometry=geometry, overrides=overrides)
+    amp = lrti_model(tmp_path, device, geometry=geometry,
+                     overrides={**overrides, 'train.use_amp': True, 'train.amp_dtype': amp_dtype})
+    amp.net_g.load_state_dict(fp32.net_g.state_dict())
+    return fp32, amp, long_batch(starts=[[1]], length=length, clip=clip, size=size, device=device)
+
+
+@pytest.mark.parametrize('arch', list(ARCH_CASES))
+def test_bfloat16_autocast_trains_every_arch(tmp_path, device, arch):
+    """``use_amp`` with bfloat16 runs the long pass and the window pass under autocast, with no loss scaling.
+
+    The outputs of the first step (before any update) differ from float32's on the same weights, but only
+    by bfloat16 rounding; the step is finite and moves the weights. For BasicVSR++ this runs the float32
+    island of the deformable alignment (no bfloat16 deform_conv2d exists on a CPU).
+    """
+    fp32, amp, data = _amp_pair(tmp_path, device, arch, 'bfloat16')
+    assert amp.amp_dtype == torch.bfloat16 and not amp.grad_scaler.is_enabled()
+    before = {k: v.clone() for k, v in amp.net_g.state_dict().items()}
+    for model in (fp32, amp):
+        model.feed_data(data)
+        model.optimize_parameters(current_iter=1)
+        assert torch.isfinite(torch.tensor(model.log_dict['l_pix']))
+    diff = (amp.output.float() - fp32.output).abs().max().item()
+    assert 0 < diff < 0.1, f'bfloat16 vs float32 output: max |diff| = {diff}'
+    assert any(not torch.equal(before[k], v) for k, v in amp.net_g.state_dict().items())
+
+
+def test_float16_grad_scaler_skips_bad_steps_and_resumes(tmp_path, device):
+    """float16: a GradScaler scales the loss; a non-finite step is skipped (weights kept, scale halved); the
+    scaler's state goes into the training state and comes back on resume."""
+    _, model, data = _amp_pair(tmp_path, device, 'LRTIBasicVSR', 'float16')
+    assert model.amp_dtype == torch.float16 and model.grad_scaler.is_enabled()
+    weights = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    model.feed_data(data)
+    model.optimize_parameters(current_iter=1)
+    assert torch.isfinite(torch.tensor(model.log_dict['l_pix']))
+    assert any(not torch.equal(weights[k], v) for k, v in model.net_g.state_dict().items())
+    scale = model.grad_scaler.get_scale()
+    assert scale == 2.0**16  # torch's initial scale, not yet grown
+
+    weights = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    bad = dict(data, lq=data['lq'].clone())
+    bad['lq'][0, 0, 0, 0, 0] = float('inf')
+    model.feed_data(bad)
+    model.optimize_parameters(current_iter=2)
+    assert all(torch.equal(weights[k], v) for k, v in model.net_g.state_dict().items()), 'the bad step was taken'
+    assert model.grad_scaler.get_scale() == scale / 2
+
+    model.save_training_state(epoch=0, current_iter=2)
+    state = torch.load(tmp_path / 'exp' / 'states' / '2.state', map_location='cpu', weights_only=False)
+    fresh = lrti_model(tmp_path, device, overrides={'train.use_amp': True})
+    fresh.resume_training(state)
+    assert fresh.grad_scaler.get_scale() == scale / 2
+    assert fresh.grad_scaler.state_dict() == model.grad_scaler.state_dict()
+
+
+@pytest.mark.parametrize('resume_amp, saved_scaler, warning', [
+    ({'train.use_amp': True}, False, 'no GradScaler state'),
+    ({}, True, 'GradScaler state but float16 mixed precision is off'),
+    ({'train.use_amp': True, 'train.amp_dtype': 'bfloat16'}, True, 'GradScaler state but float16'),
+])
+def test_resume_across_precisions_warns(tmp_path, device, resume_amp, saved_scaler, warning):
+    scaler_state = {'scale': 1024.0, 'growth_factor': 2.0, 'backoff_factor': 0.5, 'growth_interval': 2000,
+                    '_growth_tracker': 3}
+    model = lrti_model(tmp_path, device)
+    model.save_training_state(epoch=0, current_iter=1)
+    state = torch.load(tmp_path / 'exp' / 'states' / '1.state', map_location='cpu', weights_only=False)
+    state['grad_scaler'] = scaler_state if saved_scaler else {}
     records = []
     handler = logging.Handler()
     handler.emit = records.append
     logging.getLogger('basicsr').addHandler(handler)
     try:
-        model = lrti_model(tmp_path, device, overrides={'train.use_amp': True})
+        fresh = lrti_model(tmp_path, device, overrides=resume_amp)
+        fresh.resume_training(state)
     finally:
         logging.getLogger('basicsr').removeHandler(handler)
-    assert any('use_amp is ignored on a CPU' in r.getMessage() for r in records)
-    assert not model.use_amp and not model.grad_scaler.is_enabled()
-    model.feed_data(long_batch(device=device))
-    model.optimize_parameters(current_iter=1)
-    model.save_training_state(epoch=0, current_iter=1)
-    state = torch.load(tmp_path / 'exp' / 'states' / '1.state', map_location='cpu', weights_only=False)
-    assert state['grad_scaler'] == {}
-    lrti_model(tmp_path, device, overrides={'train.use_amp': True}).resume_training(state)
-
-
-def test_grad_scaler_state_round_trips_on_cuda(tmp_path, device):
-    if device.type != 'cuda':
-        pytest.skip('mixed precision needs CUDA (set LRTI_TEST_DEVICE=cuda)')
-    model = lrti_model(tmp_path, device, overrides={'train.use_amp': True})
-    assert model.use_amp and model.grad_scaler.is_enabled()
-    model.feed_data(long_batch(device=device))
-    model.optimize_parameters(current_iter=1)
-    assert torch.isfinite(torch.tensor(model.log_dict['l_pix']))
-    model.grad_scaler.update(1234.0)
-    model.save_training_state(epoch=0, current_iter=1)
-    state = torch.load(tmp_path / 'exp' / 'states' / '1.state', map_location='cpu', weights_only=False)
-    fresh = lrti_model(tmp_path, device, overrides={'train.use_amp': True})
-    fresh.resume_training(state)
-    assert fresh.grad_scaler.get_scale() == 1234.0
-    assert fresh.grad_scaler.state_dict() == model.grad_scaler.state_dict()
+    assert any(warning in r.getMessage() for r in records), [r.getMessage() for r in records]
+    if fresh.grad_scaler.is_enabled():
+        assert fresh.grad_scaler.get_scale() == 2.0**16  # started afresh

@@ -22,6 +22,20 @@ BRANCHES = ('backward_1', 'forward_1', 'backward_2', 'forward_2')
 FLOW_MIN_SIZE = 64
 
 
+def _run_in_float32(module: nn.Module, *inputs: Tensor) -> Tensor:
+    """``module(*inputs)``, in float32 when autocast is on for the inputs' device.
+
+    Under mixed precision the deformable alignment (offset head and ``deform_conv2d``) runs in float32
+    on every device: torchvision has no half/bfloat16 ``deform_conv2d`` on a CPU and casts it to float32
+    on CUDA anyway, and offsets of up to ``max_residue_magnitude`` plus the flow need float32 resolution.
+    """
+    device_type = inputs[0].device.type
+    if not torch.is_autocast_enabled(device_type):
+        return module(*inputs)
+    with torch.autocast(device_type=device_type, enabled=False):
+        return module(*(x.float() for x in inputs))
+
+
 def _is_mirrored(lqs: Tensor) -> bool:
     """Whether frame i equals frame T-1-i for all i (BasicSR's mirror-extended test, as a pure function)."""
     if lqs.size(1) % 2:
@@ -189,8 +203,8 @@ class LRTIBasicVSRPP(nn.Module):
             flow_n2 = select(real_2, flow_2, flow_n2)
             cond_n2 = select(real_2, flow_warp(outs[p - 2], flow_2.permute(0, 2, 3, 1)), zeros)
         cond = torch.cat([cond_n1, feat_current, cond_n2], dim=1)  # (B, 3C, h, w)
-        aligned = self.deform_align[name](torch.cat([feat_n1, feat_n2], dim=1), cond, flow_n1, flow_n2)
-        return select(real_1, aligned, zeros)
+        aligned = _run_in_float32(self.deform_align[name], torch.cat([feat_n1, feat_n2], dim=1), cond, flow_n1, flow_n2)
+        return select(real_1, aligned.to(feat_current.dtype), zeros)
 
     def _upsample(self, lq: Tensor, spatial: Tensor, branch_feats: List[Tensor]) -> Tensor:
         """(B, 3, H, W) frame, its spatial and branch features (B, C, h, w) -> (B, 3, sH, sW)."""

@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from lrti_plugin.models import truncated_bptt as tbptt
-from lrti_plugin.models.lrti_options import LRTIOptions, parse_use_amp
+from lrti_plugin.models.lrti_options import LRTIOptions, parse_amp
 
 _OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW}
 # Parameter-name substrings frozen by ``train.fix_flow`` (BasicSR's convention: flow net and EDVR extractor).
@@ -68,8 +68,9 @@ class LRTIModel(VideoRecurrentModel):
         train.lrti: switches the LRTI strategy on; keys in :class:`LRTIOptions` (``mode``, ``init``,
             ``long_pass_ema``, ``log_cache``); the window geometry comes from ``datasets.train``
             (``long_frames``, ``clip_frames``, ``num_clips``). Absent: plain clips, as BasicSR trains.
-        train.use_amp: mixed precision on CUDA (autocast + GradScaler, saved in the training state);
-            a no-op with a warning on a CPU. Default: false.
+        train.use_amp, train.amp_dtype: mixed precision on any device (autocast in ``float16`` with a
+            GradScaler saved in the training state, or ``bfloat16``), see
+            :func:`~lrti_plugin.models.lrti_options.parse_amp`. Default: false, float16.
         train.optim_g.type: ``Adam`` or ``AdamW``.
         train.ema_decay: > 0 keeps an EMA copy, used for validation and saved as ``params_ema``.
         train.fix_flow: freeze parameters whose name contains ``spynet``/``edvr`` while
@@ -165,11 +166,14 @@ class LRTIModel(VideoRecurrentModel):
     def init_training_settings(self):
         super().init_training_settings()
         logger = get_root_logger()
-        self.use_amp = parse_use_amp(self.opt['train'])
-        if self.use_amp and self.device.type == 'cpu':
-            logger.warning('train.use_amp is ignored on a CPU: training runs in float32.')
-            self.use_amp = False
-        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        self.amp_dtype = parse_amp(self.opt['train'])
+        if self.amp_dtype is not None:
+            logger.info(f'Mixed precision: autocast to {self.amp_dtype} on {self.device.type}.')
+            if self.amp_dtype == torch.float16 and self.device.type == 'cpu':
+                logger.warning('train.amp_dtype float16 on a CPU is slow (few CPUs have float16 kernels); '
+                               'bfloat16 is the fast choice there.')
+        # Only float16 needs loss scaling; a disabled scaler passes losses and steps through unchanged.
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         if self.lrti is None:
             return
         if self.lrti.init == 'cached':
@@ -268,7 +272,7 @@ class LRTIModel(VideoRecurrentModel):
         return loss_dict
 
     def _autocast(self):
-        return torch.amp.autocast(device_type=self.device.type, enabled=self.use_amp)
+        return torch.amp.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def _clock(self, timed: bool) -> float:
         """``time.perf_counter()``, after waiting for the device's queued work when ``timed``."""
@@ -391,12 +395,13 @@ class LRTIModel(VideoRecurrentModel):
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state):
-        """Reload optimizers and schedulers (BasicSR) and the GradScaler of ``train.use_amp``."""
+        """Reload optimizers and schedulers (BasicSR) and the GradScaler of float16 mixed precision."""
         super().resume_training(resume_state)
         scaler_state = resume_state.get('grad_scaler') or {}
-        if self.use_amp and scaler_state:
+        if self.grad_scaler.is_enabled() and scaler_state:
             self.grad_scaler.load_state_dict(scaler_state)
-        elif self.use_amp:
+        elif self.grad_scaler.is_enabled():
             get_root_logger().warning('Resumed state has no GradScaler state: the loss scale starts afresh.')
         elif scaler_state:
-            get_root_logger().warning('Resumed state has a GradScaler state but mixed precision is off: ignored.')
+            get_root_logger().warning('Resumed state has a GradScaler state but float16 mixed precision is off: '
+                                      'ignored.')

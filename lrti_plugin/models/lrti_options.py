@@ -6,7 +6,8 @@ plain clips. The window geometry (L, T, N) is not repeated there: it is the trai
 the two can never disagree. A full block with its defaults::
 
     train:
-      use_amp: false          # mixed precision (see parse_use_amp); applies with or without lrti
+      use_amp: false          # mixed precision (see parse_amp); applies with or without lrti
+      amp_dtype: float16      # float16 (with a GradScaler) | bfloat16
       lrti:
         mode: batch           # batch | sequential
         init: cached          # cached | zeros
@@ -18,9 +19,12 @@ An empty block (``lrti: {}``) switches the strategy on with every default.
 from dataclasses import dataclass, fields
 from typing import Mapping, Optional
 
+import torch
+
 _MODES = ('batch', 'sequential')
 _INITS = ('cached', 'zeros')
 _GEOMETRY = ('long_frames', 'clip_frames', 'num_clips')
+_AMP_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -107,22 +111,29 @@ class LRTIOptions:
         return cls(**{k: dataset[k] for k in _GEOMETRY}, **block)
 
 
-def parse_use_amp(train_opt: Mapping) -> bool:
-    """``train.use_amp`` (default False): mixed precision for every training forward pass.
+def parse_amp(train_opt: Mapping) -> Optional[torch.dtype]:
+    """``train.use_amp`` (default False) and ``train.amp_dtype`` (default ``float16``): mixed precision.
 
-    It lives in ``train`` rather than in ``train.lrti`` because it applies to plain training too
-    (an ablation must not change the precision). On a CUDA device the forward passes run under
-    ``torch.amp.autocast`` (float16) and a ``torch.amp.GradScaler`` scales the loss; its state is
-    saved in the training state. On a CPU it is a no-op with a warning (the model's decision), so one
-    options file can be smoke-tested on a CPU.
+    They live in ``train`` rather than in ``train.lrti`` because they apply to plain training too (an
+    ablation must not change the precision). With ``use_amp`` every training forward pass (the long
+    pass included) runs under ``torch.amp.autocast`` on the model's device, in ``amp_dtype``, on a CPU
+    as on a GPU. ``float16`` also gets a ``torch.amp.GradScaler`` (its state is saved in the training
+    state); ``bfloat16`` has float32's range and needs none. Few CPUs have fast float16 kernels: use
+    ``bfloat16`` there.
+
+    Returns:
+        torch.dtype | None: the autocast dtype, or None when mixed precision is off.
 
     Raises:
-        ValueError: ``use_amp`` is not a bool.
+        ValueError: ``use_amp`` is not a bool, or ``amp_dtype`` is not ``float16``/``bfloat16``.
     """
     value = train_opt.get('use_amp', False)
     if not isinstance(value, bool):
         raise ValueError(f'train.use_amp: expected bool, got {type(value).__name__} ({value!r})')
-    return value
+    name = train_opt.get('amp_dtype', 'float16')
+    if name not in _AMP_DTYPES:
+        raise ValueError(f'train.amp_dtype: expected one of {" | ".join(_AMP_DTYPES)}, got {name!r}')
+    return _AMP_DTYPES[name] if value else None
 
 
 def _is_int(value) -> bool:
