@@ -184,17 +184,25 @@ def test_bad_options_exit_nonzero_naming_the_culprit(tiny_data, tmp_path, overri
     assert not models.exists() or not list(models.iterdir()), 'no checkpoint may be written by a failed start'
 
 
-def test_ddp_two_processes_on_cpu(tiny_data, tmp_path):
-    """torchrun --nproc_per_node=2 ... --launcher pytorch trains with gloo on a CPU-only machine."""
+@pytest.mark.parametrize('strategy', ['plain', 'lrti'])
+def test_ddp_two_processes_on_cpu(tiny_data, tmp_path, strategy):
+    """torchrun --nproc_per_node=2 ... --launcher pytorch trains with gloo on a CPU-only machine, plain or with
+    ``train.lrti`` (frozen flow, so DDP must find unused parameters; EMA for the LRTI case)."""
     if torch.cuda.is_available():
         pytest.skip('this case checks the CPU (gloo) path')
-    name = 'e2e_ddp'
-    yml = dump_options(tiny_options(tiny_data, name, {'train.total_iter': 2, 'val.val_freq': 2,
-                                                      'train.fix_flow': 2}), str(tmp_path / 'train.yml'))
-    proc = run_module('torch.distributed.run', ['--nproc_per_node=2', '--master_port=29517', '-m',
+    name = f'e2e_ddp_{strategy}'
+    opt = tiny_options(tiny_data, name, {'train.total_iter': 2, 'val.val_freq': 2, 'train.fix_flow': 2})
+    if strategy == 'lrti':
+        opt = to_lrti(opt, mode='batch')
+        opt['train']['ema_decay'] = 0.9
+    yml = dump_options(opt, str(tmp_path / 'train.yml'))
+    port = 29517 if strategy == 'plain' else 29518
+    proc = run_module('torch.distributed.run', ['--nproc_per_node=2', f'--master_port={port}', '-m',
                                                 'lrti_plugin.train', '-opt', yml, '--launcher', 'pytorch'], tmp_path)
     _check(proc)
     log = _train_log(tmp_path, name)
     assert 'World size (gpu number): 2' in log
     assert 'Validation demo_heldout' in log
-    assert (_experiment(tmp_path, name) / 'models' / 'net_g_latest.pth').is_file()
+    assert ('cache_long_mib' in log) == (strategy == 'lrti')
+    ckpt = torch.load(_experiment(tmp_path, name) / 'models' / 'net_g_latest.pth', map_location='cpu')
+    assert set(ckpt) == ({'params', 'params_ema'} if strategy == 'lrti' else {'params'})
