@@ -140,6 +140,8 @@ def model_options(args, geometry: dict, accel: bool) -> dict:
         'total_iter': 10**6, 'warmup_iter': -1, 'fix_flow': None, 'flow_lr_mul': 1,
         'pixel_opt': {'type': 'CharbonnierLoss', 'loss_weight': 1.0, 'reduction': 'mean'},
     }
+    if args.amp != 'none':
+        train.update(use_amp=True, amp_dtype=args.amp)
     dataset = {'name': 'synthetic', 'type': 'LRTIRecurrentDataset'}
     if geometry['lrti'] is not None:
         train['lrti'] = {**geometry['lrti'], 'init': 'cached', 'log_cache': True}
@@ -270,6 +272,7 @@ def run_child(args, config: str) -> dict:
         'torch': torch.__version__, 'threads': torch.get_num_threads(),
         'device_name': torch.cuda.get_device_name(device) if accel else platform.processor() or platform.machine(),
         'params_m': sum(p.numel() for p in model.net_g.parameters()) / 1e6,
+        'autocast_dtype': str(model.amp_dtype).replace('torch.', '') if model.amp_dtype is not None else 'none',
     }
     if geometry['lrti'] is not None:
         for key in ('long_pass_share', 'cache_long_mib', 'cache_windows_mib'):
@@ -282,7 +285,7 @@ def child_argv(args, config: str) -> List[str]:
     return [sys.executable, os.path.abspath(__file__), '--arch', args.arch, '--size', args.size,
             '--lr-size', str(args.lr_size), '--long', str(args.long), '--clip', str(args.clip),
             '--num-clips', str(args.num_clips), '--iters', str(args.iters), '--warmup', str(args.warmup),
-            '--device', args.device, '--threads', str(args.threads), '--child', config]
+            '--device', args.device, '--threads', str(args.threads), '--amp', args.amp, '--child', config]
 
 
 def measure(args, config: str) -> dict:
@@ -359,7 +362,7 @@ def markdown(report: dict) -> str:
 def run(args) -> dict:
     config = {'arch': args.arch, 'size': args.size, 'network': ARCHS[args.arch][args.size], 'lr_size': args.lr_size,
               'long': args.long, 'clip': args.clip, 'num_clips': args.num_clips, 'iters': args.iters,
-              'warmup': args.warmup, 'device': args.device, 'threads': args.threads,
+              'warmup': args.warmup, 'device': args.device, 'threads': args.threads, 'amp': args.amp,
               'starts': window_starts(args.long, args.clip, args.num_clips)}
     load_before = os.getloadavg()
     start = time.perf_counter()
@@ -394,6 +397,8 @@ def parse_args(argv=None):
     p.add_argument('--device', default='cpu', help='torch device (default cpu)')
     p.add_argument('--threads', type=int, default=0,
                    help="intra-op CPU threads of each child (default 0: torch's default)")
+    p.add_argument('--amp', default='none', choices=('none', 'float16', 'bfloat16'),
+                   help='mixed precision of every configuration (train.use_amp / amp_dtype; default none)')
     p.add_argument('--json', default=None, help='write the report to this JSON file')
     p.add_argument('--child', choices=CONFIGS, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -1,6 +1,8 @@
 """LRTIBasicVSR: BasicSR compatibility, gradients, input checks, and the exactness of window passes."""
 import pytest  # noqa: I001  (lrti_plugin must be imported before basicsr: torchvision shim)
 import torch
+from _exactness import (assert_batched_windows_exact, assert_chained_window_exact, assert_states_matter,
+                        assert_window_exact, long_pass, random_clip)
 from _flow_stub import use_tiny_flow
 
 import lrti_plugin  # noqa: F401  (registers the archs; shim before basicsr)
@@ -24,9 +26,8 @@ def _pair(dtype=torch.float64, seed=0, tiny_flow=True):
     return ref, net
 
 
-def _clip(b=1, t=6, h=33, w=35, dtype=torch.float64, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, t, 3, h, w, generator=g, dtype=dtype)
+def _clip(b=1, t=6, dtype=torch.float64):
+    return random_clip(b, t, 33, 35, dtype)
 
 
 def test_registered_and_built_from_yaml_keys():
@@ -99,54 +100,33 @@ def test_bad_constructor_value_names_key():
 def test_window_pass_reproduces_long_pass_float64(start, length):
     _, net = _pair()
     lqs = _clip(b=2, t=7)
-    with torch.no_grad():
-        full, states = net(lqs, return_states=True)
-        clip = net(lqs[:, start:start + length], init_states=states.window(start, length))
-    torch.testing.assert_close(clip, full[:, start:start + length], rtol=0, atol=1e-10)
+    assert_window_exact(net, lqs, *long_pass(net, lqs), start, length)
 
 
 def test_window_pass_float32_real_spynet():
     _, net = _pair(torch.float32, tiny_flow=False)
     lqs = _clip(t=6, dtype=torch.float32)
-    with torch.no_grad():
-        full, states = net(lqs, return_states=True)
-        clip = net(lqs[:, 2:5], init_states=states.window(2, 3))
-    torch.testing.assert_close(clip, full[:, 2:5], rtol=0, atol=1e-5)
+    assert_window_exact(net, lqs, *long_pass(net, lqs), 2, 3, atol=1e-5)
 
 
 def test_zero_start_differs_from_injected_states():
     """The injected states matter: a plain short pass does not reproduce the long pass."""
     _, net = _pair()
     lqs = _clip(t=6)
-    with torch.no_grad():
-        full = net(lqs)
-        plain = net(lqs[:, 2:4])
-    assert (plain - full[:, 2:4]).abs().max() > 1e-6
+    assert_states_matter(net, lqs, long_pass(net, lqs)[0], 2, 2)
 
 
 def test_batched_windows_of_mixed_borders():
     _, net = _pair()
     lqs = _clip(b=1, t=6)
-    starts, length = [0, 2, 4], 2
-    with torch.no_grad():
-        full, states = net(lqs, return_states=True)
-        init = states.windows(starts, length)
-        clips = net(torch.cat([lqs[:, s:s + length] for s in starts]), init_states=init)
-    expected = torch.cat([full[:, s:s + length] for s in starts])
-    assert init.num_before == (0, 1, 1) and init.num_after == (1, 1, 0)
-    torch.testing.assert_close(clips, expected, rtol=0, atol=1e-10)
+    assert_batched_windows_exact(net, lqs, *long_pass(net, lqs), [0, 2, 4], 2, (0, 1, 1), (1, 1, 0))
 
 
 def test_chained_record_keeps_outside_context():
     """A window cut from a pass that itself started from borders still sees the frames outside it."""
     _, net = _pair()
     lqs = _clip(t=8)
-    with torch.no_grad():
-        full, states = net(lqs, return_states=True)
-        mid, mid_states = net(lqs[:, 2:6], init_states=states.window(2, 4), return_states=True)
-        edge = net(lqs[:, 2:4], init_states=mid_states.window(0, 2))
-    torch.testing.assert_close(mid, full[:, 2:6], rtol=0, atol=1e-10)
-    torch.testing.assert_close(edge, full[:, 2:4], rtol=0, atol=1e-10)
+    assert_chained_window_exact(net, lqs, *long_pass(net, lqs), outer=(2, 4), inner=(0, 2))
 
 
 def test_mismatched_init_states_raise():

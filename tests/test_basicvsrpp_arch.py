@@ -13,6 +13,7 @@ from unittest import mock  # noqa: I001  (lrti_plugin must be imported before ba
 
 import pytest
 import torch
+from _exactness import assert_batched_windows_exact, assert_states_matter, assert_window_exact, random_clip
 from _flow_stub import use_tiny_flow
 
 import lrti_plugin  # noqa: F401  (registers the archs; shim before basicsr)
@@ -49,9 +50,8 @@ def _pair(dtype=torch.float64, tiny_flow=True):
     return ref, net
 
 
-def _clip(b=1, t=5, h=64, w=64, dtype=torch.float64, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, t, 3, h, w, generator=g, dtype=dtype)
+def _clip(b=1, t=5, h=64, w=64, dtype=torch.float64):
+    return random_clip(b, t, h, w, dtype)
 
 
 def test_registered_and_alignment_built_without_cuda():
@@ -132,6 +132,7 @@ def test_missing_spynet_path_raises_file_not_found(tmp_path):
 
 @pytest.fixture(scope='module')
 def long_pass():
+    """(net, lqs, full output, states) of one float64 eval pass over 7 frames."""
     _, net = _pair()
     lqs = _clip(b=1, t=7)
     with torch.no_grad():
@@ -141,20 +142,11 @@ def long_pass():
 
 @pytest.mark.parametrize('start,length', [(0, 3), (2, 3), (4, 3), (1, 1)])
 def test_window_pass_reproduces_long_pass_float64(long_pass, start, length):
-    net, lqs, full, states = long_pass
-    with torch.no_grad():
-        clip = net(lqs[:, start:start + length], init_states=states.window(start, length))
-    torch.testing.assert_close(clip, full[:, start:start + length], rtol=0, atol=1e-10)
+    assert_window_exact(*long_pass, start, length)
 
 
 def test_batched_windows_of_mixed_borders(long_pass):
-    net, lqs, full, states = long_pass
-    starts, length = [0, 1, 3, 5], 2
-    init = states.windows(starts, length)
-    assert init.num_before == (0, 1, 2, 2) and init.num_after == (2, 2, 2, 0)
-    with torch.no_grad():
-        clips = net(torch.cat([lqs[:, s:s + length] for s in starts]), init_states=init)
-    torch.testing.assert_close(clips, torch.cat([full[:, s:s + length] for s in starts]), rtol=0, atol=1e-10)
+    assert_batched_windows_exact(*long_pass, [0, 1, 3, 5], 2, (0, 1, 2, 2), (2, 2, 2, 0))
 
 
 def test_window_pass_with_real_spynet_float32():
@@ -162,9 +154,8 @@ def test_window_pass_with_real_spynet_float32():
     lqs = _clip(t=5, dtype=torch.float32)
     with torch.no_grad():
         full, states = net(lqs, return_states=True)
-        clip = net(lqs[:, 2:4], init_states=states.window(2, 2))
-    torch.testing.assert_close(clip, full[:, 2:4], rtol=0, atol=1e-5)
-    assert (net(lqs[:, 2:4]) - full[:, 2:4]).abs().max() > 1e-4  # the states matter
+    assert_window_exact(net, lqs, full, states, 2, 2, atol=1e-5)
+    assert_states_matter(net, lqs, full, 2, 2, min_diff=1e-4)
 
 
 def test_same_size_input_window_pass():

@@ -37,6 +37,7 @@ def test_benchmark_training_reports_every_config(tmp_path, device):
             assert math.isfinite(r[key]) and r[key] > 0, (name, key, r[key])
         assert r['sec_per_frame'] == r['sec_per_iter'] / want_frames[name]
         assert math.isfinite(r['loss'])
+        assert r['autocast_dtype'] == 'none'
         if name.startswith('lrti'):
             assert 0 < r['long_pass_share'] < 1, name
             assert r['cache_long_mib'] > 0 and r['cache_windows_mib'] > 0, name
@@ -58,3 +59,14 @@ def test_bad_geometry_is_rejected():
     proc = subprocess.run([sys.executable, str(SCRIPT), '--clip', '8', '--long', '4'], capture_output=True, text=True,
                           timeout=60, env={**os.environ, 'PYTHONPATH': str(REPO)})
     assert proc.returncode == 2 and '--long (4) must be >= --clip (8)' in proc.stderr
+
+
+def test_amp_reaches_the_model():
+    """``--amp bfloat16`` trains under autocast: one child run (the parent's loop is tested above)."""
+    args = ['--arch', 'LRTIBasicVSR', '--lr-size', '36', '--clip', '2', '--long', '4', '--num-clips', '2',
+            '--iters', '1', '--warmup', '0', '--threads', '1', '--amp', 'bfloat16', '--child', 'lrti_batch']
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, 'PYTHONPATH': str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['autocast_dtype'] == 'bfloat16' and math.isfinite(result['loss'])

@@ -7,6 +7,13 @@ import os
 import pytest
 import torch
 import yaml
+from _exactness import (
+    assert_batched_windows_exact,
+    assert_chained_window_exact,
+    assert_states_matter,
+    assert_window_exact,
+    random_clip,
+)
 from _flow_stub import use_tiny_flow
 
 import lrti_plugin  # noqa: F401  (registers the archs; shim before basicsr)
@@ -45,9 +52,8 @@ def _net(dtype=torch.float64, seed=0, tiny_flow=True, **kwargs):
     return net.to(DEVICE, dtype).eval()
 
 
-def _clip(b=1, t=6, h=33, w=35, dtype=torch.float64, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, t, 3, h, w, generator=g, dtype=dtype).to(DEVICE)
+def _clip(b=1, t=6, h=33, w=35, dtype=torch.float64):
+    return random_clip(b, t, h, w, dtype, device=DEVICE)
 
 
 def _num_params(net):
@@ -134,37 +140,20 @@ def test_checkpointing_gives_same_output_and_gradients():
 
 @pytest.mark.parametrize('start,length', [(0, 3), (2, 2), (3, 3), (5, 1), (0, 6)])
 def test_window_pass_reproduces_long_pass_float64(long_pass, start, length):
-    net, lqs, full, states = long_pass
-    with torch.no_grad():
-        clip = net(lqs[:, start:start + length], init_states=states.window(start, length))
-    torch.testing.assert_close(clip, full[:, start:start + length], rtol=0, atol=1e-10)
+    assert_window_exact(*long_pass, start, length)
 
 
 def test_batched_windows_of_mixed_borders(long_pass):
-    net, lqs, full, states = long_pass
-    starts, length = [0, 1, 2, 4], 2
-    init = states.windows(starts, length)
-    assert init.num_before == (0, 1, 2, 2) and init.num_after == (2, 2, 2, 0)
-    with torch.no_grad():
-        clips = net(torch.cat([lqs[:, s:s + length] for s in starts]), init_states=init)
-    expected = torch.cat([full[:, s:s + length] for s in starts])
-    torch.testing.assert_close(clips, expected, rtol=0, atol=1e-10)
+    assert_batched_windows_exact(*long_pass, [0, 1, 2, 4], 2, (0, 1, 2, 2), (2, 2, 2, 0))
 
 
 def test_chained_record_keeps_outside_context(long_pass):
-    net, lqs, full, states = long_pass
-    with torch.no_grad():
-        mid, mid_states = net(lqs[:, 2:5], init_states=states.window(2, 3), return_states=True)
-        edge = net(lqs[:, 3:5], init_states=mid_states.window(1, 2))
-    torch.testing.assert_close(mid, full[:, 2:5], rtol=0, atol=1e-10)
-    torch.testing.assert_close(edge, full[:, 3:5], rtol=0, atol=1e-10)
+    assert_chained_window_exact(*long_pass, outer=(2, 3), inner=(1, 2))
 
 
 def test_zero_start_differs_from_injected_states(long_pass):
     net, lqs, full, _ = long_pass
-    with torch.no_grad():
-        plain = net(lqs[:, 2:4])
-    assert (plain - full[:, 2:4]).abs().max() > 1e-6
+    assert_states_matter(net, lqs, full, 2, 2)
 
 
 def test_window_pass_float32_real_spynet():
@@ -172,8 +161,7 @@ def test_window_pass_float32_real_spynet():
     lqs = _clip(t=5, dtype=torch.float32)
     with torch.no_grad():
         full, states = net(lqs, return_states=True)
-        clip = net(lqs[:, 2:4], init_states=states.window(2, 2))
-    torch.testing.assert_close(clip, full[:, 2:4], rtol=0, atol=1e-5)
+    assert_window_exact(net, lqs, full, states, 2, 2, atol=1e-5)
 
 
 @pytest.mark.parametrize('key,value', [
