@@ -4,6 +4,7 @@ Every LRTI-capable network (``LRTIBasicVSR``, ``LRTIBasicVSRPP``, the LRTI-VSR t
 
     sr = net(lqs)                                   # lqs (B, L, 3, H, W) -> (B, L, 3, sH, sW)
     sr, states = net(lqs, return_states=True)       # states: PropagationStates
+    states = net(lqs, states_only=True)             # the states alone, no reconstruction (LRTI's long pass)
     init = states.window(s, T)                      # BoundaryStates: what clip [s, s+T) needs
     sr_clip = net(lqs[:, s:s + T], init_states=init)  # equals sr[:, s:s + T] (eval mode)
 
@@ -158,6 +159,12 @@ class PropagationStates:
         """Bytes held by the tensors (including the context)."""
         ctx = self.context.nbytes if self.context is not None else 0
         return _nbytes([*self.feats.values(), self.lqs]) + ctx
+
+    @classmethod
+    def from_frames(cls, feats: Dict[str, Sequence[Tensor]], lqs: Tensor, order: int,
+                    context: Optional[BoundaryStates] = None) -> 'PropagationStates':
+        """The record of a pass from each branch's per-frame outputs (L x (B, C, H, W), in time order)."""
+        return cls({k: torch.stack(list(v), dim=1) for k, v in feats.items()}, lqs, order, context)
 
     def detach(self) -> 'PropagationStates':
         """A copy whose tensors are cut from the autograd graph."""

@@ -2,7 +2,7 @@
 import pytest  # noqa: I001  (lrti_plugin must be imported before basicsr: torchvision shim)
 import torch
 from _exactness import (assert_batched_windows_exact, assert_chained_window_exact, assert_states_matter,
-                        assert_window_exact, long_pass, random_clip)
+                        assert_states_only_matches, assert_window_exact, long_pass, random_clip)
 from _flow_stub import use_tiny_flow
 
 import lrti_plugin  # noqa: F401  (registers the archs; shim before basicsr)
@@ -141,3 +141,10 @@ def test_mismatched_init_states_raise():
                          init.num_after)
     with pytest.raises(ValueError, match='branches'):
         net(lqs[:, 1:3], init_states=bad)
+
+
+def test_states_only_skips_the_reconstruction():
+    _, net = _pair()
+    lqs = _clip(t=5)
+    assert_states_only_matches(net, lqs)
+    assert_states_only_matches(net, lqs[:, 1:4], init_states=long_pass(net, lqs)[1].window(1, 3))

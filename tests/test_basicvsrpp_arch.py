@@ -13,7 +13,8 @@ from unittest import mock  # noqa: I001  (lrti_plugin must be imported before ba
 
 import pytest
 import torch
-from _exactness import assert_batched_windows_exact, assert_states_matter, assert_window_exact, random_clip
+from _exactness import (assert_batched_windows_exact, assert_states_matter, assert_states_only_matches,
+                        assert_window_exact, random_clip)
 from _flow_stub import use_tiny_flow
 
 import lrti_plugin  # noqa: F401  (registers the archs; shim before basicsr)
@@ -147,6 +148,12 @@ def test_window_pass_reproduces_long_pass_float64(long_pass, start, length):
 
 def test_batched_windows_of_mixed_borders(long_pass):
     assert_batched_windows_exact(*long_pass, [0, 1, 3, 5], 2, (0, 1, 2, 2), (2, 2, 2, 0))
+
+
+def test_states_only_skips_the_reconstruction(long_pass):
+    net, lqs, _, states = long_pass
+    assert_states_only_matches(net, lqs)
+    assert_states_only_matches(net, lqs[:, 2:5], init_states=states.window(2, 3))
 
 
 def test_window_pass_with_real_spynet_float32():

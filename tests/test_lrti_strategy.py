@@ -122,6 +122,32 @@ def test_long_pass_states_carry_no_gradient(tmp_path, device):
     assert all(not t.requires_grad for t in [*init.feats.values(), init.lqs_before, init.lqs_after])
 
 
+class BasicProtocolOnly(torch.nn.Module):
+    """A net that speaks the basic protocol (init_states, return_states) but has no ``states_only``."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, lqs, init_states=None, return_states=False):
+        return self.net(lqs, init_states=init_states, return_states=return_states)
+
+
+def test_long_pass_skips_the_reconstruction_or_drops_the_output(tmp_path, device, monkeypatch):
+    model = lrti_model(tmp_path, device)
+    lq = long_batch(device=device)['lq']
+    basic = tbptt.long_pass(BasicProtocolOnly(model.net_g), lq)  # whole forward, output dropped
+    assert tbptt.supports_protocol(BasicProtocolOnly(model.net_g))
+
+    def fail(*args):
+        raise AssertionError('the long pass ran the reconstruction')
+
+    monkeypatch.setattr(model.net_g, '_upsample', fail)
+    states = tbptt.long_pass(model.net_g, lq)
+    assert states.feats.keys() == basic.feats.keys()
+    assert all(torch.equal(states.feats[k], basic.feats[k]) for k in basic.feats)
+
+
 def _grads(net):
     return {n: p.grad.detach().clone() for n, p in net.named_parameters() if p.grad is not None}
 

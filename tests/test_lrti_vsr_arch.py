@@ -11,6 +11,7 @@ from _exactness import (
     assert_batched_windows_exact,
     assert_chained_window_exact,
     assert_states_matter,
+    assert_states_only_matches,
     assert_window_exact,
     random_clip,
 )
@@ -154,6 +155,12 @@ def test_chained_record_keeps_outside_context(long_pass):
 def test_zero_start_differs_from_injected_states(long_pass):
     net, lqs, full, _ = long_pass
     assert_states_matter(net, lqs, full, 2, 2)
+
+
+def test_states_only_skips_the_reconstruction(long_pass):
+    net, lqs, _, states = long_pass
+    assert_states_only_matches(net, lqs)
+    assert_states_only_matches(net, lqs[:, 2:5], init_states=states.window(2, 3))
 
 
 def test_window_pass_float32_real_spynet():

@@ -61,7 +61,8 @@ class LRTIBasicVSR(nn.Module):
         self.pixel_shuffle = nn.PixelShuffle(2)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
 
-    def forward(self, lqs: Tensor, init_states: Optional[BoundaryStates] = None, return_states: bool = False):
+    def forward(self, lqs: Tensor, init_states: Optional[BoundaryStates] = None, return_states: bool = False,
+                states_only: bool = False):
         """Super-resolve a clip.
 
         Args:
@@ -69,9 +70,12 @@ class LRTIBasicVSR(nn.Module):
             init_states (BoundaryStates | None): borders of the clip (``states.window(s, T)``); None
                 starts both branches from zeros, as BasicSR's BasicVSR does.
             return_states (bool): also return the :class:`PropagationStates` of this pass.
+            states_only (bool): return only the :class:`PropagationStates`, skipping the reconstruction
+                (what LRTI's long pass needs). Default: False.
 
         Returns:
-            Tensor: (B, T, 3, 4H, 4W); with ``return_states``, a tuple (output, PropagationStates).
+            Tensor: (B, T, 3, 4H, 4W); with ``return_states``, a tuple (output, PropagationStates); with
+            ``states_only``, the PropagationStates.
         """
         check_lr_size(lqs, SPYNET_MIN_SIZE, 'SpyNet needs at least 33 pixels')
         b, t, _, h, w = lqs.shape
@@ -84,13 +88,13 @@ class LRTIBasicVSR(nn.Module):
         for name, trunk in (('backward', self.backward_trunk), ('forward', self.forward_trunk)):
             walk = branch_walk(name, t, init_states, kb, ka, flows_forward, flows_backward)
             feats[name] = self._propagate(lqs, walk, trunk)
+        if states_only:
+            return PropagationStates.from_frames(feats, lqs, self.order, init_states)
         out = torch.stack([self._upsample(lqs[:, i], feats['backward'][i], feats['forward'][i]) for i in range(t)],
                           dim=1)  # (B, T, 3, 4H, 4W)
         if not return_states:
             return out
-        record = PropagationStates({k: torch.stack(v, dim=1) for k, v in feats.items()}, lqs, self.order,
-                                   init_states)
-        return out, record
+        return out, PropagationStates.from_frames(feats, lqs, self.order, init_states)
 
     def _propagate(self, lqs: Tensor, walk: BranchWalk, trunk: nn.Module) -> List[Tensor]:
         """Run one branch; returns its T outputs (B, C, H, W) in time order."""

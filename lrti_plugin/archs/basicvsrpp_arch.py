@@ -105,7 +105,8 @@ class LRTIBasicVSRPP(nn.Module):
         self.img_upsample = nn.Upsample(scale_factor=4, mode='bilinear', align_corners=False)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
 
-    def forward(self, lqs: Tensor, init_states: Optional[BoundaryStates] = None, return_states: bool = False):
+    def forward(self, lqs: Tensor, init_states: Optional[BoundaryStates] = None, return_states: bool = False,
+                states_only: bool = False):
         """Super-resolve a clip.
 
         Args:
@@ -113,10 +114,13 @@ class LRTIBasicVSRPP(nn.Module):
             init_states (BoundaryStates | None): borders of the clip (``states.window(s, T)``); None
                 starts every branch from zeros, as BasicSR's BasicVSRPlusPlus does.
             return_states (bool): also return the :class:`PropagationStates` of this pass.
+            states_only (bool): return only the :class:`PropagationStates`, skipping the reconstruction
+                (what LRTI's long pass needs). Default: False.
 
         Returns:
             Tensor: (B, T, 3, sH, sW), s = 4 (or 1 when ``is_low_res_input`` is False); with
-            ``return_states``, a tuple (output, PropagationStates).
+            ``return_states``, a tuple (output, PropagationStates); with ``states_only``, the
+            PropagationStates.
         """
         scale = 1 if self.is_low_res_input else 4
         check_lr_size(lqs, FLOW_MIN_SIZE * scale, f'BasicVSR++ computes flows at 1/{scale} of the input, '
@@ -133,13 +137,13 @@ class LRTIBasicVSRPP(nn.Module):
         for name in BRANCHES:
             walk = branch_walk(name, t, init_states, kb, ka, flows_forward, flows_backward)
             feats[name] = self._propagate(spatial, feats, walk, name, cache, lqs.device)
+        if states_only:
+            return PropagationStates.from_frames(feats, lqs, self.order, init_states)
         out = torch.stack([_store(self._upsample(lqs[:, i], spatial[i], [v[i] for v in feats.values()]), cache)
                            for i in range(t)], dim=1)  # (B, T, 3, sH, sW)
         if not return_states:
             return out
-        record = PropagationStates({k: torch.stack(v, dim=1) for k, v in feats.items()}, lqs, self.order,
-                                   init_states)
-        return out, record
+        return out, PropagationStates.from_frames(feats, lqs, self.order, init_states)
 
     def _compute_flows(self, lqs: Tensor, init: Optional[BoundaryStates]):
         """Flows over the clip extended by its outside frames (see ``extend_clip``/``branch_walk``).

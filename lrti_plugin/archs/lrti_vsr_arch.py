@@ -118,7 +118,8 @@ class LRTIVSR(nn.Module):
         self.conv_last = nn.Conv2d(mid_channels, 3, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
 
-    def forward(self, lqs: Tensor, init_states: Optional[BoundaryStates] = None, return_states: bool = False):
+    def forward(self, lqs: Tensor, init_states: Optional[BoundaryStates] = None, return_states: bool = False,
+                states_only: bool = False):
         """Super-resolve a clip.
 
         Args:
@@ -127,10 +128,12 @@ class LRTIVSR(nn.Module):
                 starts every branch from zeros, like a plain recurrent model.
             return_states (bool): also return the :class:`PropagationStates` of this pass (every
                 branch's (B, T, C, H, W) outputs).
+            states_only (bool): return only the :class:`PropagationStates`, skipping the reconstruction
+                (what LRTI's long pass needs). Default: False.
 
         Returns:
             Tensor: (B, T, 3, sH, sW) with sH, sW = 4H, 4W; with ``return_states``, a tuple
-            (output, PropagationStates).
+            (output, PropagationStates); with ``states_only``, the PropagationStates.
         """
         check_lr_size(lqs, SPYNET_MIN_SIZE, f'SpyNet needs at least {SPYNET_MIN_SIZE} pixels')
         b, t, c, h, w = lqs.shape
@@ -145,13 +148,13 @@ class LRTIVSR(nn.Module):
         for name in BRANCHES:
             walk = branch_walk(name, t, init_states, kb, ka, flows_forward, flows_backward)
             feats[name] = self._propagate(spatial, feats, walk, name)
+        if states_only:
+            return PropagationStates.from_frames(feats, lqs, self.order, init_states)
         last = feats[BRANCHES[-1]]
         out = torch.stack([self._upsample(lqs[:, i], last[i]) for i in range(t)], dim=1)  # (B, T, 3, sH, sW)
         if not return_states:
             return out
-        record = PropagationStates({k: torch.stack(v, dim=1) for k, v in feats.items()}, lqs, self.order,
-                                   init_states)
-        return out, record
+        return out, PropagationStates.from_frames(feats, lqs, self.order, init_states)
 
     def _propagate(self, spatial: Tuple[Tensor, ...], feats: Dict[str, List[Tensor]], walk: BranchWalk,
                    name: str) -> List[Tensor]:

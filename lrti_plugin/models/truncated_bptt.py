@@ -48,9 +48,11 @@ def check_protocol(net: nn.Module) -> None:
 
 
 def long_pass(net: nn.Module, lqs: Tensor) -> PropagationStates:
-    """Run the long clip without gradient, in eval mode, and keep the states (the output is dropped).
+    """Run the long clip without gradient, in eval mode, and keep the states.
 
-    The network's train/eval mode is restored afterwards. A DDP/DP wrapper is bypassed: the bare
+    A network whose forward accepts ``states_only`` skips its reconstruction (nothing of it is used);
+    one that only speaks the basic protocol runs whole and its output is dropped. The network's
+    train/eval mode is restored afterwards. A DDP/DP wrapper is bypassed: the bare
     module runs, so DDP's reducer never sees this forward (there is nothing to reduce).
 
     Args:
@@ -66,7 +68,10 @@ def long_pass(net: nn.Module, lqs: Tensor) -> PropagationStates:
     net.eval()
     try:
         with torch.no_grad():
-            _, states = net(lqs, return_states=True)
+            if 'states_only' in inspect.signature(net.forward).parameters:
+                states = net(lqs, states_only=True)
+            else:
+                _, states = net(lqs, return_states=True)
     finally:
         net.train(was_training)
     return states.detach()
