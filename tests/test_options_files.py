@@ -6,6 +6,7 @@ import torch
 from conftest import REPO
 
 from lrti_plugin.data import clip_io, long_clip_dataset, paired_clips, recurrent_dataset, video_test_dataset
+from lrti_plugin.models.lrti_options import LRTIOptions, parse_amp
 from lrti_plugin.utils.options import apply_overrides, dump_options, load_options
 
 OPTION_FILES = sorted((REPO / 'options').glob('*.yml'))
@@ -40,6 +41,9 @@ def test_options_file_is_valid(path: Path):
     net = build_network(net_opt)
     assert sum(p.numel() for p in net.parameters()) > 0
     if 'train' in opt:
+        lrti = LRTIOptions.from_options(opt)  # unknown keys in train.lrti, bad geometry: ValueError
+        assert (lrti is not None) == ('lrti' in path.name and 'plain' not in path.name)
+        assert parse_amp(opt['train']) is None  # shipped recipes train in float32 unless asked
         periods = opt['train']['scheduler'].get('periods')
         if periods is not None:
             assert sum(periods) >= opt['train']['total_iter'], 'the cosine schedule must cover total_iter'

@@ -82,13 +82,16 @@ def test_train_validate_save_resume_test(tiny_data, tmp_path):
 
 
 def test_lrti_strategy_trains_validates_saves_and_resumes(tiny_data, tmp_path):
-    """The real runner with ``train.lrti`` on: long pass + cached windows, validation, checkpoints, resume."""
+    """The real runner with ``train.lrti`` on: long pass + cached windows, validation, checkpoints, resume;
+    in bfloat16 mixed precision (the other LRTI runs are float32)."""
     name = 'e2e_lrti'
-    opt = to_lrti(tiny_options(tiny_data, name, {'train.scheduler.periods': [6]}), mode='sequential')
+    opt = to_lrti(tiny_options(tiny_data, name, {'train.scheduler.periods': [6], 'train.use_amp': True,
+                                                 'train.amp_dtype': 'bfloat16'}), mode='sequential')
     yml = dump_options(opt, str(tmp_path / 'train.yml'))
     _check(run_module('lrti_plugin.train', ['-opt', yml], tmp_path))
     log = _train_log(tmp_path, name)
     assert 'Dataset [LRTILongClipDataset]' in log
+    assert 'Mixed precision: autocast to torch.bfloat16 on cpu.' in log
     assert 'cache_long_mib' in log and 'long_pass_share' in log
     assert log.count('Validation demo_heldout') == 3
     opt['train']['total_iter'] = 6
@@ -96,6 +99,46 @@ def test_lrti_strategy_trains_validates_saves_and_resumes(tiny_data, tmp_path):
     _check(run_module('lrti_plugin.train', ['-opt', yml, '--auto_resume'], tmp_path))
     assert 'Resuming training from epoch: 0, iter: 4.' in _train_log(tmp_path, name)
     assert (_experiment(tmp_path, name) / 'models' / 'net_g_6.pth').is_file()
+
+
+@pytest.fixture(scope='module')
+def demo_size_data(tmp_path_factory) -> Path:
+    """Demo clips big enough for BasicVSR++ (GT 256x256, LR 64x64): 2 training clips of 8 frames, 1 held out."""
+    from lrti_plugin.data.demo_data import ClipSpec, write_clips
+    from lrti_plugin.data.lmdb_tools import make_lmdb
+
+    root = tmp_path_factory.mktemp('demo_size_data')
+    splits = {'train': {f'{p}_0': ClipSpec(p, 8, 256, 256, seed=i) for i, p in enumerate(('astronaut', 'coffee'))},
+              'heldout': {'chelsea': ClipSpec('chelsea', 3, 256, 256, seed=7)}}
+    for split, specs in splits.items():
+        write_clips(str(root / f'{split}_png'), specs)
+        make_lmdb(str(root / f'{split}_png'), str(root / f'{split}_GT.lmdb'), layout='reds', make_lr=4,
+                  progress=False)
+    return root
+
+
+@pytest.mark.parametrize('options_file', ['train_lrti_tiny.yml', 'train_lrti_basicvsrpp_tiny.yml'])
+def test_shipped_tiny_lrti_options_train(demo_size_data, tmp_path, options_file):
+    """The shipped tiny LRTI recipes run as written (network, strategy, loss), shortened to 2 iterations and
+    pointed at small demo LMDBs (their clips have 8 frames: L = 6, T = 3)."""
+    from lrti_plugin.utils.options import apply_overrides, load_options
+
+    opt = load_options(str(REPO / 'options' / options_file))
+    for ds in opt['datasets'].values():
+        for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
+            ds[key] = str(demo_size_data / os.path.basename(ds[key]))
+    name = f'e2e_{options_file[:-4]}'
+    apply_overrides(opt, {'name': name, 'datasets.train.long_frames': 6, 'datasets.train.clip_frames': 3,
+                          'datasets.train.num_worker_per_gpu': 0, 'train.total_iter': 2,
+                          'train.scheduler.periods': [2], 'val.val_freq': 2, 'logger.print_freq': 1,
+                          'logger.save_checkpoint_freq': 2})
+    yml = dump_options(opt, str(tmp_path / 'train.yml'))
+    _check(run_module('lrti_plugin.train', ['-opt', yml], tmp_path))
+    log = _train_log(tmp_path, name)
+    assert f"Network [{opt['network_g']['type']}] is created." in log
+    assert 'LRTI strategy: LRTIOptions(long_frames=6, clip_frames=3, num_clips=2' in log
+    assert 'cache_long_mib' in log and 'Validation demo_heldout' in log
+    assert (_experiment(tmp_path, name) / 'models' / 'net_g_2.pth').is_file()
 
 
 def test_kill_then_auto_resume(tiny_data, tmp_path):
