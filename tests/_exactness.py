@@ -76,3 +76,14 @@ def assert_states_only_matches(net, lqs, init_states=None):
 
 def _fail(*args, **kwargs):
     raise AssertionError('the reconstruction ran')
+
+
+def assert_gradient_reaches_every_parameter(net, lqs):
+    """A training-mode pass and backward: finite output, and a finite, non-zero gradient on every parameter."""
+    out = net.train()(lqs)
+    out.square().mean().backward()
+    assert torch.isfinite(out).all()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name

@@ -13,8 +13,14 @@ from unittest import mock  # noqa: I001  (lrti_plugin must be imported before ba
 
 import pytest
 import torch
-from _exactness import (assert_batched_windows_exact, assert_states_matter, assert_states_only_matches,
-                        assert_window_exact, random_clip)
+from _exactness import (
+    assert_batched_windows_exact,
+    assert_gradient_reaches_every_parameter,
+    assert_states_matter,
+    assert_states_only_matches,
+    assert_window_exact,
+    random_clip,
+)
 from _flow_stub import use_tiny_flow
 
 import lrti_plugin  # noqa: F401  (registers the archs; shim before basicsr)
@@ -102,13 +108,7 @@ def test_gradient_reaches_every_parameter():
     torch.manual_seed(0)
     net = LRTIBasicVSRPP(**TINY).train()
     _randomise_offsets(net)
-    out = net(_clip(t=3, h=64, w=64, dtype=torch.float32))
-    out.square().mean().backward()
-    assert torch.isfinite(out).all()
-    for name, p in net.named_parameters():
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
+    assert_gradient_reaches_every_parameter(net, _clip(t=3, h=64, w=64, dtype=torch.float32))
 
 
 @pytest.mark.parametrize('kwargs,shape', [({}, (1, 2, 3, 63, 64)), ({}, (1, 2, 3, 64, 40)),
