@@ -164,7 +164,7 @@ class PropagationStates:
     def from_frames(cls, feats: Dict[str, Sequence[Tensor]], lqs: Tensor, order: int,
                     context: Optional[BoundaryStates] = None) -> 'PropagationStates':
         """The record of a pass from each branch's per-frame outputs (L x (B, C, H, W), in time order)."""
-        return cls({k: torch.stack(list(v), dim=1) for k, v in feats.items()}, lqs, order, context)
+        return cls({k: torch.stack(v, dim=1) for k, v in feats.items()}, lqs, order, context)
 
     def detach(self) -> 'PropagationStates':
         """A copy whose tensors are cut from the autograd graph."""

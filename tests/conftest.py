@@ -28,27 +28,37 @@ def device() -> torch.device:
 def tiny_data(tmp_path_factory) -> Path:
     """Demo clips (small) as LMDBs: ``train_GT.lmdb`` (3 clips x 8 frames) and ``heldout_GT.lmdb`` (1 clip),
     with their ``*_LRx4.lmdb`` and ``*_meta_info.txt``; GT 144x144, LR 36x36."""
+    return make_demo_lmdbs(tmp_path_factory.mktemp('tiny_data'), ('astronaut', 'coffee', 'rocket'), 8, 4, 144)
+
+
+def make_demo_lmdbs(root: Path, photos, train_frames: int, heldout_frames: int, size: int) -> Path:
+    """Demo clips of ``size`` x ``size`` GT in ``root``: ``train_GT.lmdb`` (one clip ``<photo>_0`` per photo) and
+    ``heldout_GT.lmdb`` (``chelsea``), each with its x4 ``*_LRx4.lmdb`` and ``*_meta_info.txt``."""
     from lrti_plugin.data.demo_data import ClipSpec, write_clips
     from lrti_plugin.data.lmdb_tools import make_lmdb
 
-    root = tmp_path_factory.mktemp('tiny_data')
-    train = {f'{p}_0': ClipSpec(p, 8, 144, 144, seed=i) for i, p in enumerate(('astronaut', 'coffee', 'rocket'))}
-    heldout = {'chelsea': ClipSpec('chelsea', 4, 144, 144, seed=7)}
-    for split, specs in (('train', train), ('heldout', heldout)):
+    splits = {'train': {f'{p}_0': ClipSpec(p, train_frames, size, size, seed=i) for i, p in enumerate(photos)},
+              'heldout': {'chelsea': ClipSpec('chelsea', heldout_frames, size, size, seed=7)}}
+    for split, specs in splits.items():
         write_clips(str(root / f'{split}_png'), specs)
         make_lmdb(str(root / f'{split}_png'), str(root / f'{split}_GT.lmdb'), layout='reds', make_lr=4,
                   progress=False)
     return root
 
 
+def point_at(opt: dict, data_dir: Path) -> dict:
+    """Point every dataset of ``opt`` at the files of the same names in ``data_dir`` (in place)."""
+    for ds in opt['datasets'].values():
+        for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
+            ds[key] = str(data_dir / os.path.basename(ds[key]))
+    return opt
+
+
 def tiny_options(data_dir: Path, name: str, overrides: dict | None = None) -> dict:
     """``options/train_demo.yml`` shrunk for tests (a few iterations of an 8-channel net) on ``data_dir``."""
     from lrti_plugin.utils.options import apply_overrides, load_options
 
-    opt = load_options(str(REPO / 'options' / 'train_demo.yml'))
-    for ds in opt['datasets'].values():
-        for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
-            ds[key] = str(data_dir / os.path.basename(ds[key]))
+    opt = point_at(load_options(str(REPO / 'options' / 'train_demo.yml')), data_dir)
     base = {
         'name': name, 'network_g.num_feat': 8, 'network_g.num_block': 1, 'datasets.train.num_frame': 3,
         'datasets.train.num_worker_per_gpu': 0, 'train.total_iter': 4, 'train.scheduler.periods': [4],

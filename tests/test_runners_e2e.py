@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_module, tiny_options, to_lrti
+from conftest import REPO, make_demo_lmdbs, point_at, run_module, tiny_options, to_lrti
 
 from lrti_plugin.utils.options import dump_options
 
@@ -67,10 +67,7 @@ def test_train_validate_save_resume_test(tiny_data, tmp_path):
     # Test runner on the trained weights: SR frames saved, metrics logged.
     from lrti_plugin.utils.options import apply_overrides, load_options
 
-    test_opt = load_options(str(REPO / 'options' / 'test_demo.yml'))
-    test_ds = test_opt['datasets']['test']
-    for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
-        test_ds[key] = str(tiny_data / os.path.basename(test_ds[key]))
+    test_opt = point_at(load_options(str(REPO / 'options' / 'test_demo.yml')), tiny_data)
     apply_overrides(test_opt, {'network_g.num_feat': 8, 'network_g.num_block': 1,
                                'path.pretrain_network_g': str(exp / 'models' / 'net_g_latest.pth')})
     test_yml = dump_options(test_opt, str(tmp_path / 'test.yml'))
@@ -104,17 +101,7 @@ def test_lrti_strategy_trains_validates_saves_and_resumes(tiny_data, tmp_path):
 @pytest.fixture(scope='module')
 def demo_size_data(tmp_path_factory) -> Path:
     """Demo clips big enough for BasicVSR++ (GT 256x256, LR 64x64): 2 training clips of 8 frames, 1 held out."""
-    from lrti_plugin.data.demo_data import ClipSpec, write_clips
-    from lrti_plugin.data.lmdb_tools import make_lmdb
-
-    root = tmp_path_factory.mktemp('demo_size_data')
-    splits = {'train': {f'{p}_0': ClipSpec(p, 8, 256, 256, seed=i) for i, p in enumerate(('astronaut', 'coffee'))},
-              'heldout': {'chelsea': ClipSpec('chelsea', 3, 256, 256, seed=7)}}
-    for split, specs in splits.items():
-        write_clips(str(root / f'{split}_png'), specs)
-        make_lmdb(str(root / f'{split}_png'), str(root / f'{split}_GT.lmdb'), layout='reds', make_lr=4,
-                  progress=False)
-    return root
+    return make_demo_lmdbs(tmp_path_factory.mktemp('demo_size_data'), ('astronaut', 'coffee'), 8, 3, 256)
 
 
 @pytest.mark.parametrize('options_file', ['train_lrti_tiny.yml', 'train_lrti_basicvsrpp_tiny.yml'])
@@ -123,10 +110,7 @@ def test_shipped_tiny_lrti_options_train(demo_size_data, tmp_path, options_file)
     pointed at small demo LMDBs (their clips have 8 frames: L = 6, T = 3)."""
     from lrti_plugin.utils.options import apply_overrides, load_options
 
-    opt = load_options(str(REPO / 'options' / options_file))
-    for ds in opt['datasets'].values():
-        for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
-            ds[key] = str(demo_size_data / os.path.basename(ds[key]))
+    opt = point_at(load_options(str(REPO / 'options' / options_file)), demo_size_data)
     name = f'e2e_{options_file[:-4]}'
     apply_overrides(opt, {'name': name, 'datasets.train.long_frames': 6, 'datasets.train.clip_frames': 3,
                           'datasets.train.num_worker_per_gpu': 0, 'train.total_iter': 2,

@@ -32,10 +32,15 @@ def bare_module(net: nn.Module) -> nn.Module:
     return net.module if isinstance(net, (DataParallel, DistributedDataParallel)) else net
 
 
+def forward_accepts(net: nn.Module, *names: str) -> bool:
+    """Whether ``net.forward`` (unwrapped) takes every keyword in ``names``."""
+    params = inspect.signature(bare_module(net).forward).parameters
+    return all(name in params for name in names)
+
+
 def supports_protocol(net: nn.Module) -> bool:
     """Whether ``net.forward`` (unwrapped) accepts ``init_states`` and ``return_states`` (lrti_plugin.state)."""
-    params = inspect.signature(bare_module(net).forward).parameters
-    return all(name in params for name in _PROTOCOL_ARGS)
+    return forward_accepts(net, *_PROTOCOL_ARGS)
 
 
 def check_protocol(net: nn.Module) -> None:
@@ -68,7 +73,7 @@ def long_pass(net: nn.Module, lqs: Tensor) -> PropagationStates:
     net.eval()
     try:
         with torch.no_grad():
-            if 'states_only' in inspect.signature(net.forward).parameters:
+            if forward_accepts(net, 'states_only'):
                 states = net(lqs, states_only=True)
             else:
                 _, states = net(lqs, return_states=True)
