@@ -1,0 +1,578 @@
+"""Run an experiment campaign: named arms x seeds through the real runner, then score and plot them.
+
+    python scripts/reproduce.py options/reproduce/scale1_basicvsr.yml            # run / continue
+    python scripts/reproduce.py options/reproduce/scale1_basicvsr.yml --report   # tables and plots only
+    python scripts/reproduce.py CAMPAIGN.yml --seeds 0 --arms lrti plain_short --iters 20   # a subset
+
+A campaign file names a base options file, the seeds, the test sets and the arms; each arm is the base
+plus ``set`` (dotted keys -> values) and ``drop`` (dotted keys removed)::
+
+    name: scale1_basicvsr
+    base: options/finetune_basicvsr_real.yml
+    seeds: [0, 1]
+    reference: experiments/pretrained_models/BasicVSR/BasicVSR_Vimeo90K_BIx4-2a29695a.pth   # optional
+    test:
+      vid4: {lq: ../shared/data/vid4/BIx4, gt: ../shared/data/vid4/GT}     # folders of clip folders
+    arms:
+      lrti: {}
+      lrti_zeros: {set: {train.lrti.init: zeros}}
+
+Paths are relative to the current directory (run it from the repository root). Everything goes under
+``--out`` (default ``results/reproduce/<name>``):
+
+* ``<arm>_s<seed>/``: the run's options (``train.yml``) and BasicSR's ``experiments/<name>/`` (models, logs,
+  training states). Training is ``python -m lrti_plugin.train -opt train.yml --auto_resume`` in a child
+  process; its wall time and peak RSS (``os.wait4``) are recorded per segment in ``campaign.json``;
+* ``<arm>_s<seed>/eval_<set>.json``: the trained weights (``params_ema`` when present) on every clip of
+  every test set, each clip in one whole-sequence pass: Y and RGB PSNR/SSIM per frame (crop border 0,
+  output rounded to uint8 as BasicSR's ``tensor2img``);
+* ``report.json``, ``report.md`` (mean, spread and per-seed values per arm; cost per supervised frame; peak
+  memory), ``val_curves.png`` (validation PSNR against iterations and training wall time, mean over seeds,
+  band = min..max), ``per_frame_<set>.png`` (PSNR per frame index of each test clip).
+
+Resumable: a run whose ``net_g_latest.pth`` exists is trained; one whose ``eval_<set>.json`` exists is
+scored; anything else continues where it stopped (BasicSR's ``--auto_resume``), also after a kill, across
+sessions. The runs go seed-major (every arm of the first seed, then the next seed), so a stopped campaign
+has comparable partial results.
+"""
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from copy import deepcopy
+from datetime import datetime
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import yaml  # noqa: E402
+
+CAMPAIGN_KEYS = ('name', 'base', 'seeds', 'arms', 'test', 'reference', 'description')
+ARM_KEYS = ('set', 'drop', 'label')
+
+
+class CampaignError(Exception):
+    """A bad campaign file or run; the message names the key, file or run at fault."""
+
+
+# ----------------------------------------------------------------------------- campaign and options
+def load_campaign(path: str) -> dict:
+    with open(path) as f:
+        camp = yaml.safe_load(f)
+    if not isinstance(camp, dict):
+        raise CampaignError(f'{path}: expected a mapping')
+    for key in camp:
+        if key not in CAMPAIGN_KEYS:
+            raise CampaignError(f'{path}: unknown key {key!r}; known: {", ".join(CAMPAIGN_KEYS)}')
+    for key in ('name', 'base', 'seeds', 'arms'):
+        if key not in camp:
+            raise CampaignError(f'{path}: missing key {key!r}')
+    if not isinstance(camp['arms'], dict) or not camp['arms']:
+        raise CampaignError(f'{path}: arms must be a non-empty mapping of arm name -> overrides')
+    for arm, spec in camp['arms'].items():
+        spec = spec or {}
+        bad = [k for k in spec if k not in ARM_KEYS]
+        if bad:
+            raise CampaignError(f'{path}: arms.{arm}: unknown key {bad[0]!r}; known: {", ".join(ARM_KEYS)}')
+        camp['arms'][arm] = spec
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in camp['seeds']):
+        raise CampaignError(f'{path}: seeds must be a list of ints, got {camp["seeds"]!r}')
+    for name, spec in (camp.get('test') or {}).items():
+        if not isinstance(spec, dict) or set(spec) - {'lq', 'gt', 'max_frames'} or not {'lq', 'gt'} <= set(spec):
+            raise CampaignError(f'{path}: test.{name}: expected {{lq: folder, gt: folder[, max_frames: n]}}')
+    return camp
+
+
+def drop_option(opt: dict, dotted: str) -> None:
+    node = opt
+    *parents, last = dotted.split('.')
+    for key in parents:
+        if not isinstance(node, dict) or key not in node:
+            raise CampaignError(f'drop: option {dotted!r} does not exist')
+        node = node[key]
+    if last not in node:
+        raise CampaignError(f'drop: option {dotted!r} does not exist')
+    del node[last]
+
+
+def arm_options(base: dict, arm: str, spec: dict, seed: int, iters=None) -> dict:
+    """The options of one run: base, then the arm's ``drop`` and ``set``, then name and seed."""
+    from lrti_plugin.utils.options import set_option
+
+    opt = deepcopy(base)
+    for dotted in spec.get('drop') or []:
+        drop_option(opt, dotted)
+    for dotted, value in (spec.get('set') or {}).items():
+        try:
+            set_option(opt, dotted, value)
+        except KeyError as err:
+            raise CampaignError(f'arms.{arm}.set: {err.args[0]}') from err
+    opt['name'] = f'{arm}_s{seed}'
+    opt['manual_seed'] = seed
+    absolute_paths(opt)
+    if iters is not None:
+        opt['train']['total_iter'] = iters
+        if 'periods' in opt['train'].get('scheduler', {}):
+            opt['train']['scheduler']['periods'] = [iters]
+    return opt
+
+
+PATH_KEYS = {'datasets': ('dataroot_gt', 'dataroot_lq', 'meta_info_file'), 'path': ('pretrain_network_g',),
+             'network_g': ('spynet_path',)}
+
+
+def absolute_paths(opt: dict) -> None:
+    """Make the options' file paths absolute (relative to the current directory), in place: the runs
+    execute in their own folders."""
+    nodes = [(ds, PATH_KEYS['datasets']) for ds in (opt.get('datasets') or {}).values()]
+    nodes += [(opt.get(section) or {}, keys) for section, keys in PATH_KEYS.items() if section != 'datasets']
+    for node, keys in nodes:
+        for key in keys:
+            if isinstance(node.get(key), str) and not os.path.isabs(node[key]):
+                node[key] = os.path.abspath(node[key])
+
+
+def supervised_frames(opt: dict) -> int:
+    """Frames with a loss per iteration and process: batch x N x T (long-clip windows) or batch x T."""
+    ds = opt['datasets']['train']
+    per_sample = ds['num_clips'] * ds['clip_frames'] if 'num_clips' in ds else ds['num_frame']
+    return int(ds['batch_size_per_gpu']) * int(per_sample)
+
+
+# ----------------------------------------------------------------------------- training
+class State:
+    """``campaign.json``: per run, the training segments (wall time, peak RSS, exit status)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.data = {'runs': {}}
+        if os.path.isfile(path):
+            with open(path) as f:
+                self.data = json.load(f)
+
+    def run(self, name: str) -> dict:
+        return self.data['runs'].setdefault(name, {'segments': []})
+
+    def save(self) -> None:
+        tmp = self.path + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(self.data, f, indent=1)
+        os.replace(tmp, self.path)
+
+
+def experiment_dir(run_dir: str, name: str) -> str:
+    return os.path.join(run_dir, 'experiments', name)
+
+
+def latest_iter(exp_dir: str) -> int:
+    states = os.path.join(exp_dir, 'training_states')
+    if not os.path.isdir(states):
+        return 0
+    iters = [int(f[:-6]) for f in os.listdir(states) if f.endswith('.state') and f[:-6].isdigit()]
+    return max(iters, default=0)
+
+
+def train_run(run_dir: str, opt: dict, record: dict, state: State, threads) -> None:
+    """Train (or continue) one run in a child process; appends a segment to ``record``."""
+    from lrti_plugin.utils.options import dump_options
+
+    os.makedirs(run_dir, exist_ok=True)
+    opt_path = dump_options(opt, os.path.join(run_dir, 'train.yml'))
+    exp = experiment_dir(run_dir, opt['name'])
+    start_iter = latest_iter(exp)
+    cmd = [sys.executable, '-m', 'lrti_plugin.train', '-opt', opt_path, '--auto_resume']
+    env = {**os.environ, 'PYTHONPATH': REPO + os.pathsep + os.environ.get('PYTHONPATH', '')}
+    if threads:
+        env['OMP_NUM_THREADS'] = str(threads)
+    log_path = os.path.join(run_dir, 'runner.log')
+    print(f'[reproduce] {opt["name"]}: training from iter {start_iter} (log: {log_path})', flush=True)
+    t0 = time.time()
+    with open(log_path, 'a') as log:
+        proc = subprocess.Popen(cmd, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    code = os.waitstatus_to_exitcode(status)
+    record['segments'].append({'start_iter': start_iter, 'end_iter': latest_iter(exp), 'wall_s': time.time() - t0,
+                               'peak_rss_mib': usage.ru_maxrss / 1024.0, 'exit': code,
+                               'ended': datetime.now().isoformat(timespec='seconds')})
+    state.save()
+    if code != 0:
+        tail = open(log_path).read().strip().splitlines()[-3:]
+        raise CampaignError(f'run {opt["name"]} failed (exit {code}); see {log_path}: {" | ".join(tail)}')
+
+
+# ----------------------------------------------------------------------------- evaluation
+def read_clip(folder: str, max_frames=None):
+    """Frames of one clip folder (sorted PNG/JPG names) as a list of BGR uint8 arrays."""
+    import cv2
+
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(('.png', '.jpg', '.jpeg')))
+    if max_frames:
+        names = names[:max_frames]
+    if not names:
+        raise CampaignError(f'{folder}: no frames')
+    frames = []
+    for n in names:
+        img = cv2.imread(os.path.join(folder, n), cv2.IMREAD_COLOR)
+        if img is None:
+            raise CampaignError(f'{os.path.join(folder, n)}: cannot read')
+        frames.append(img)
+    return frames
+
+
+def build_net(network_opt: dict, weights: str):
+    """The network of ``network_opt`` with ``weights`` (``params_ema`` if present, else ``params``)."""
+    import torch
+    from basicsr.archs import build_network
+
+    net = build_network(deepcopy(network_opt))
+    ckpt = torch.load(weights, map_location='cpu', weights_only=True)
+    key = 'params_ema' if 'params_ema' in ckpt else 'params' if 'params' in ckpt else None
+    net.load_state_dict(ckpt[key] if key else ckpt, strict=True)
+    return net.eval()
+
+
+def evaluate(net, test: dict) -> dict:
+    """Score ``net`` on every clip of one test set; each clip in one whole-sequence pass (no grad)."""
+    import numpy as np
+    import torch
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+    from basicsr.utils import img2tensor, tensor2img
+
+    clips = {}
+    lq_root, gt_root = test['lq'], test['gt']
+    for clip in sorted(os.listdir(lq_root)):
+        if not os.path.isdir(os.path.join(lq_root, clip)):
+            continue
+        lqs = read_clip(os.path.join(lq_root, clip), test.get('max_frames'))
+        gts = read_clip(os.path.join(gt_root, clip), test.get('max_frames'))
+        if len(lqs) != len(gts):
+            raise CampaignError(f'{clip}: {len(lqs)} LR frames but {len(gts)} GT frames')
+        x = torch.stack(img2tensor([f.astype(np.float32) / 255.0 for f in lqs], bgr2rgb=True, float32=True))
+        t0 = time.time()
+        with torch.no_grad():
+            out = net(x.unsqueeze(0))[0]  # (T, 3, 4H, 4W)
+        seconds = time.time() - t0
+        per = {'psnr_y': [], 'ssim_y': [], 'psnr': [], 'ssim': []}
+        for i, gt in enumerate(gts):
+            sr = tensor2img([out[i]])  # uint8 BGR, rounded as BasicSR does
+            for y in (True, False):
+                suffix = '_y' if y else ''
+                per['psnr' + suffix].append(float(calculate_psnr(sr, gt, 0, test_y_channel=y)))
+                per['ssim' + suffix].append(float(calculate_ssim(sr, gt, 0, test_y_channel=y)))
+        clips[clip] = {'frames': len(gts), 'seconds': seconds, 'per_frame': per,
+                       'mean': {k: float(np.mean(v)) for k, v in per.items()}}
+        print(f'[reproduce]   {clip}: Y-PSNR {clips[clip]["mean"]["psnr_y"]:.4f} ({seconds:.0f} s)', flush=True)
+    if not clips:
+        raise CampaignError(f'{lq_root}: no clip folders')
+    metrics = next(iter(clips.values()))['mean']
+    return {'clips': clips, 'mean_of_clips': {k: float(np.mean([c['mean'][k] for c in clips.values()]))
+                                              for k in metrics}}
+
+
+def eval_run(run_dir: str, network_opt: dict, weights: str, tests: dict, threads) -> dict:
+    """Score ``weights`` on every test set (cached in ``eval_<set>.json``)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    results, net = {}, None
+    for name, test in tests.items():
+        path = os.path.join(run_dir, f'eval_{name}.json')
+        if os.path.isfile(path):
+            with open(path) as f:
+                results[name] = json.load(f)
+            continue
+        print(f'[reproduce] scoring {weights} on {name}', flush=True)
+        net = net or build_net(network_opt, weights)
+        results[name] = {'weights': weights, **evaluate(net, test)}
+        os.makedirs(run_dir, exist_ok=True)
+        with open(path + '.tmp', 'w') as f:
+            json.dump(results[name], f)
+        os.replace(path + '.tmp', path)
+    return results
+
+
+# ----------------------------------------------------------------------------- report
+def parse_validation(exp_dir: str) -> list:
+    """Validation points [(iter, train wall seconds, {metric: value})] from every BasicSR log of a run.
+
+    Wall time counts each log (one per training segment) from its first line, so the time between a kill
+    and the resume is not counted.
+    """
+    import re
+
+    stamp = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})')
+    it_re = re.compile(r'iter:\s*([\d,]+)')
+    val_re = re.compile(r'# (\w+): ([-\d.]+)')
+    logs = sorted(f for f in os.listdir(exp_dir) if f.startswith('train_') and f.endswith('.log'))
+    points, offset = [], 0.0
+    for log in logs:
+        first = last = None
+        it, pending = 0, None
+        with open(os.path.join(exp_dir, log)) as f:
+            for line in f:
+                m = stamp.match(line)
+                if m:
+                    t = datetime.strptime(m.group(1), '%Y-%m-%d %H:%M:%S').timestamp() + int(m.group(2)) / 1000
+                    first = t if first is None else first
+                    last = t
+                    if 'Validation' in line:
+                        pending = {'iter': it, 'wall_s': offset + t - first, 'metrics': {}}
+                        points.append(pending)
+                    mi = it_re.search(line)
+                    if mi and 'eta' in line:
+                        it = int(mi.group(1).replace(',', ''))
+                    continue
+                mv = val_re.search(line)
+                if mv and pending is not None:
+                    pending['metrics'].setdefault(mv.group(1), float(mv.group(2)))
+        if first is not None:
+            offset += last - first
+    # A validation is logged right after the iteration it belongs to: the one logged at print_freq before it.
+    return [p for p in points if p['metrics']]
+
+
+def _stats(values: list) -> dict:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {'mean': mean, 'std': std, 'min': min(values), 'max': max(values), 'n': n, 'values': values}
+
+
+def build_report(camp: dict, out: str, state: State, runs: dict, reference: dict) -> dict:
+    """Collect every finished run into ``report.json`` / ``report.md`` and the plots."""
+    arms = {}
+    for (arm, seed), info in runs.items():
+        rec = state.data['runs'].get(f'{arm}_s{seed}', {'segments': []})
+        segs = rec['segments']
+        entry = arms.setdefault(arm, {'label': camp['arms'][arm].get('label', arm), 'seeds': {}})
+        train_s = sum(s['wall_s'] for s in segs)
+        iters = info['total_iter'] if info.get('finished') else max((s['end_iter'] for s in segs), default=0)
+        entry['seeds'][seed] = {
+            'eval': {name: r['mean_of_clips'] for name, r in info.get('eval', {}).items()},
+            'per_clip': {name: {c: v['mean'] for c, v in r['clips'].items()}
+                         for name, r in info.get('eval', {}).items()},
+            'train_wall_s': train_s, 'iters': iters, 'segments': len(segs),
+            'sec_per_supervised_frame': train_s / (iters * info['frames_per_iter']) if iters else None,
+            'peak_rss_mib': max((s['peak_rss_mib'] for s in segs), default=None),
+            'validation': info.get('validation', []),
+        }
+        entry['frames_per_iter'] = info['frames_per_iter']
+    for entry in arms.values():
+        seeds = entry['seeds'].values()
+        entry['summary'] = {}
+        for test in camp.get('test') or {}:
+            done = [s['eval'][test] for s in seeds if test in s['eval']]
+            if done:
+                entry['summary'][test] = {k: _stats([d[k] for d in done]) for k in done[0]}
+        costs = [s['sec_per_supervised_frame'] for s in seeds if s['sec_per_supervised_frame']]
+        entry['summary']['sec_per_supervised_frame'] = _stats(costs) if costs else None
+        peaks = [s['peak_rss_mib'] for s in seeds if s['peak_rss_mib']]
+        entry['summary']['peak_rss_mib'] = max(peaks) if peaks else None
+    report = {'campaign': camp['name'], 'seeds': camp['seeds'], 'reference': reference, 'arms': arms,
+              'written': datetime.now().isoformat(timespec='seconds')}
+    with open(os.path.join(out, 'report.json'), 'w') as f:
+        json.dump(report, f, indent=1)
+    write_markdown(camp, out, report)
+    plot_validation(out, report)
+    for test in camp.get('test') or {}:
+        plot_per_frame(out, test, runs, reference)
+    return report
+
+
+def write_markdown(camp: dict, out: str, report: dict) -> str:
+    lines = [f'# Campaign `{camp["name"]}`', '', f'Seeds {camp["seeds"]}; mean ± sample std over the seeds that '
+             'finished (their count in brackets); per-seed values last.', '']
+    for test in camp.get('test') or {}:
+        lines += [f'## {test}', '', '| arm | Y-PSNR | Y-SSIM | RGB PSNR | Δ Y-PSNR vs reference | s / supervised frame '
+                  '| peak RSS (MiB) | per seed (Y-PSNR) |', '|---|---|---|---|---|---|---|---|']
+        ref = (report['reference'] or {}).get(test)
+        if ref:
+            m = ref['mean_of_clips']
+            lines.append(f'| reference (untouched weights) | {m["psnr_y"]:.4f} | {m["ssim_y"]:.4f} | {m["psnr"]:.4f} '
+                         '| 0 | | | |')
+        for entry in report['arms'].values():
+            s = entry['summary'].get(test)
+            if not s:
+                lines.append(f'| {entry["label"]} | (not scored yet) | | | | | | |')
+                continue
+            delta = f'{s["psnr_y"]["mean"] - ref["mean_of_clips"]["psnr_y"]:+.4f}' if ref else ''
+            cost = entry['summary']['sec_per_supervised_frame']
+            per_seed = ', '.join(f's{k}: {v["eval"][test]["psnr_y"]:.4f}' for k, v in entry['seeds'].items()
+                                 if test in v['eval'])
+            cost_cells = f'{cost["mean"]:.3f} | {entry["summary"]["peak_rss_mib"]:.0f}' if cost else ' | '
+            lines.append(f'| {entry["label"]} | {s["psnr_y"]["mean"]:.4f} ± {s["psnr_y"]["std"]:.4f} '
+                         f'({s["psnr_y"]["n"]}) | {s["ssim_y"]["mean"]:.4f} | {s["psnr"]["mean"]:.4f} | {delta} | '
+                         f'{cost_cells} | {per_seed} |')
+        lines.append('')
+    path = os.path.join(out, 'report.md')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+    return path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_validation(out: str, report: dict) -> str:
+    """Validation PSNR against iterations and against training wall time: one line per arm (mean over
+    seeds at each validation), band from the lowest to the highest seed."""
+    import numpy as np
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for entry in report['arms'].values():
+        curves = [s['validation'] for s in entry['seeds'].values() if s['validation']]
+        if not curves:
+            continue
+        metric = 'psnr' if 'psnr' in curves[0][0]['metrics'] else next(iter(curves[0][0]['metrics']))
+        n = min(len(c) for c in curves)
+        its = np.array([c[i]['iter'] for c in curves for i in range(n)]).reshape(len(curves), n).mean(0)
+        walls = np.array([[c[i]['wall_s'] for i in range(n)] for c in curves]).mean(0) / 60
+        vals = np.array([[c[i]['metrics'][metric] for i in range(n)] for c in curves])
+        for ax, x in zip(axes, (its, walls)):
+            line, = ax.plot(x, vals.mean(0), 'o-', label=entry['label'])
+            if len(curves) > 1:
+                ax.fill_between(x, vals.min(0), vals.max(0), color=line.get_color(), alpha=0.2)
+    axes[0].set(xlabel='iteration', ylabel='validation PSNR (dB)', title='Validation PSNR vs iterations')
+    axes[1].set(xlabel='training wall time (min)', ylabel='validation PSNR (dB)', title='... vs wall-clock time')
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(out, 'val_curves.png')
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_per_frame(out: str, test: str, runs: dict, reference: dict) -> str:
+    """Y-PSNR per frame index of each test clip: one line per arm (mean over seeds), and the reference."""
+    import numpy as np
+
+    plt = _plt()
+    per_arm = {}
+    for (arm, _seed), info in runs.items():
+        ev = info.get('eval', {}).get(test)
+        if ev:
+            per_arm.setdefault(arm, []).append(ev['clips'])
+    if reference and test in reference:
+        per_arm = {'reference': [reference[test]['clips']], **per_arm}
+    clips = sorted({c for seeds in per_arm.values() for s in seeds for c in s})
+    if not clips:
+        return ''
+    fig, axes = plt.subplots(1, len(clips), figsize=(4.2 * len(clips), 3.4), squeeze=False)
+    for ax, clip in zip(axes[0], clips):
+        for arm, seeds in per_arm.items():
+            vals = [s[clip]['per_frame']['psnr_y'] for s in seeds if clip in s]
+            if vals:
+                n = min(len(v) for v in vals)
+                ax.plot(np.arange(n), np.mean([v[:n] for v in vals], axis=0), label=arm,
+                        linestyle='--' if arm == 'reference' else '-')
+        ax.set(title=clip, xlabel='frame index', ylabel='Y-PSNR (dB)')
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out, f'per_frame_{test}.png')
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('campaign', help='campaign YAML (options/reproduce/*.yml)')
+    parser.add_argument('--out', help='output folder (default: results/reproduce/<name>)')
+    parser.add_argument('--arms', nargs='*', help='only these arms (default: all)')
+    parser.add_argument('--seeds', nargs='*', type=int, help='only these seeds (default: the campaign\'s)')
+    parser.add_argument('--iters', type=int, help='override train.total_iter (and the cosine period): short trials')
+    parser.add_argument('--threads', type=int, help='OMP_NUM_THREADS of the runs (default: inherited)')
+    parser.add_argument('--no-eval', action='store_true', help='train only')
+    parser.add_argument('--report', action='store_true', help='only rebuild the report from what is finished')
+    args = parser.parse_args(argv)
+    try:
+        return run_campaign(args)
+    except CampaignError as err:
+        print(f'reproduce: error: {err}', file=sys.stderr)
+        return 1
+
+
+def run_campaign(args) -> int:
+    import lrti_plugin  # noqa: F401  (shim before basicsr; registers the archs)
+    from lrti_plugin.utils.options import load_options
+
+    camp = load_campaign(args.campaign)
+    if not os.path.isfile(camp['base']):
+        raise CampaignError(f'{args.campaign}: base options file {camp["base"]!r} not found')
+    base = load_options(camp['base'])
+    out = os.path.abspath(args.out or os.path.join('results', 'reproduce', camp['name']))
+    os.makedirs(out, exist_ok=True)
+    state = State(os.path.join(out, 'campaign.json'))
+    arms = args.arms or list(camp['arms'])
+    for arm in arms:
+        if arm not in camp['arms']:
+            raise CampaignError(f'--arms: no arm {arm!r} in {args.campaign} (arms: {", ".join(camp["arms"])})')
+    seeds = args.seeds if args.seeds is not None else camp['seeds']
+    tests = {k: {**v, 'lq': os.path.abspath(v['lq']), 'gt': os.path.abspath(v['gt'])}
+             for k, v in (camp.get('test') or {}).items()}
+    for name, test in tests.items():
+        for key in ('lq', 'gt'):
+            if not os.path.isdir(test[key]):
+                raise CampaignError(f'test.{name}.{key}: folder {test[key]} not found')
+
+    reference = {}
+    if camp.get('reference') and tests and not args.no_eval and not args.report:
+        reference = eval_run(os.path.join(out, 'reference'), base['network_g'], camp['reference'], tests, args.threads)
+    elif camp.get('reference'):
+        reference = {n: json.load(open(p)) for n in tests
+                     if os.path.isfile(p := os.path.join(out, 'reference', f'eval_{n}.json'))}
+
+    runs = {}
+    for seed in seeds:
+        for arm in arms:
+            opt = arm_options(base, arm, camp['arms'][arm], seed, args.iters)
+            run_dir = os.path.join(out, opt['name'])
+            exp = experiment_dir(run_dir, opt['name'])
+            weights = os.path.join(exp, 'models', 'net_g_latest.pth')
+            record = state.run(opt['name'])
+            if not args.report and not os.path.isfile(weights):
+                train_run(run_dir, opt, record, state, args.threads)
+            info = {'frames_per_iter': supervised_frames(opt), 'total_iter': int(opt['train']['total_iter']),
+                    'finished': os.path.isfile(weights)}
+            if os.path.isdir(exp):
+                info['validation'] = parse_validation(exp)
+            if os.path.isfile(weights) and tests and not args.no_eval:
+                if args.report:
+                    info['eval'] = {n: json.load(open(p)) for n in tests
+                                    if os.path.isfile(p := os.path.join(run_dir, f'eval_{n}.json'))}
+                else:
+                    info['eval'] = eval_run(run_dir, opt['network_g'], weights, tests, args.threads)
+            runs[(arm, seed)] = info
+            build_report(camp, out, state, runs, reference)
+    report = build_report(camp, out, state, runs, reference)
+    print(open(os.path.join(out, 'report.md')).read())
+    print(f'[reproduce] report: {out}/report.md, report.json, val_curves.png' + ''.join(
+        f', per_frame_{t}.png' for t in tests))
+    return 0 if report else 1
+
+
+if __name__ == '__main__':
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup of the child on a TERM
+    sys.exit(main())
