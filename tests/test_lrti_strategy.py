@@ -369,11 +369,12 @@ def test_float16_grad_scaler_skips_bad_steps_and_resumes(tmp_path, device):
 
     weights = {k: v.clone() for k, v in model.net_g.state_dict().items()}
     bad = dict(data, lq=data['lq'].clone())
-    bad['lq'][0, 0, 0, 0, 0] = float('inf')
+    bad['lq'][0, 1, 0, 0, 0] = float('inf')  # inside the window (start 1): the loss is not finite
     model.feed_data(bad)
     model.optimize_parameters(current_iter=2)
     assert all(torch.equal(weights[k], v) for k, v in model.net_g.state_dict().items()), 'the bad step was taken'
     assert model.grad_scaler.get_scale() == scale / 2
+    assert model.log_dict['skipped_steps'] == 1
 
     model.save_training_state(epoch=0, current_iter=2)
     state = torch.load(tmp_path / 'exp' / 'states' / '2.state', map_location='cpu', weights_only=False)

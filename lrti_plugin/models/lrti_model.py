@@ -44,6 +44,17 @@ _FLOW_KEYS = ('spynet', 'edvr')
 _MIB = float(2**20)
 
 
+def _parse_step_guards(train_opt) -> tuple:
+    """``train.grad_clip_norm`` (positive number or null) and ``train.skip_nonfinite`` (bool)."""
+    clip = train_opt.get('grad_clip_norm')
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+        raise ValueError(f'train.grad_clip_norm: expected a positive number or null, got {clip!r}')
+    skip = train_opt.get('skip_nonfinite', True)
+    if not isinstance(skip, bool):
+        raise ValueError(f'train.skip_nonfinite: expected bool, got {type(skip).__name__} ({skip!r})')
+    return (float(clip) if clip is not None else None), skip
+
+
 def atomic_torch_save(obj, path: str) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: never a truncated ``path``."""
     folder = osp.dirname(path) or '.'
@@ -76,9 +87,17 @@ class LRTIModel(VideoRecurrentModel):
         train.fix_flow: freeze parameters whose name contains ``spynet``/``edvr`` while
             ``current_iter < fix_flow`` (also after a resume).
         train.flow_lr_mul: learning-rate multiplier of the flow network (0 keeps it frozen).
+        train.grad_clip_norm: clip the gradients' global L2 norm to this before each step (null: no
+            clipping). Default: null.
+        train.skip_nonfinite: skip the optimiser step (and count it in the log as ``skipped_steps``)
+            when the loss or, without a float16 GradScaler (which skips such steps itself), the
+            gradient norm is not finite, instead of writing nan/inf into the weights. Default: true.
         val.flip_seq, val.metrics, val.save_img: as in BasicSR; images are saved during training
             too, as ``visualization/<dataset>/<clip>/<frame>_<iter>.png``.
         find_unused_parameters: passed to DDP (set automatically when ``fix_flow`` is used).
+
+    The LRTI state guard (``train.lrti.max_state_rms``, ``guard_action``) is described in
+    :class:`LRTIOptions`; log keys ``guard_windows`` and ``guard_total``.
 
     Training batches (``feed_data``): plain ``lq`` (B, T, 3, H, W), ``gt`` (B, T, 3, sH, sW); with
     ``train.lrti`` the long-clip batch ``lq`` (B, L, 3, H, W), ``gt`` (B, N, T, 3, sH, sW), ``starts``
@@ -174,6 +193,9 @@ class LRTIModel(VideoRecurrentModel):
                                'bfloat16 is the fast choice there.')
         # Only float16 needs loss scaling; a disabled scaler passes losses and steps through unchanged.
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.grad_clip_norm, self.skip_nonfinite = _parse_step_guards(self.opt['train'])
+        self.skipped_steps = 0
+        self.guard_total = 0
         if self.lrti is None:
             return
         if self.lrti.init == 'cached':
@@ -205,6 +227,7 @@ class LRTIModel(VideoRecurrentModel):
         self._apply_fix_flow(current_iter)
         if self.lrti is None:
             self.log_dict = self.reduce_loss_dict(self._train_step(self.lq, self.gt))
+            self.log_dict['skipped_steps'] = float(self.skipped_steps)
             return
         if self.starts is None:
             raise ValueError('train.lrti is set but the training batch has no starts: use a long-clip train '
@@ -224,6 +247,20 @@ class LRTIModel(VideoRecurrentModel):
         clips, gts, init = tbptt.window_batch(self.lq, self.gt, self.starts, states)
         long_bytes = states.nbytes if states is not None else 0
         del states  # only the windows' borders stay alive during the window pass
+        flagged = 0
+        if init is not None and self.lrti.max_state_rms is not None:
+            init, flags = tbptt.guard_states(init, self.lrti.max_state_rms)
+            flagged = int(flags.sum())
+            self.guard_total += flagged
+            if flagged:
+                get_root_logger().warning(f'LRTI state guard: {flagged} of {flags.numel()} windows have boundary '
+                                          f'states above max_state_rms={self.lrti.max_state_rms} or non-finite: '
+                                          f'{self.lrti.guard_action} (total {self.guard_total}).')
+        if flagged and self.lrti.guard_action == 'skip':
+            self.skipped_steps += 1
+            self.log_dict = OrderedDict(guard_windows=float(flagged), guard_total=float(self.guard_total),
+                                        skipped_steps=float(self.skipped_steps))
+            return
         if self.lrti.mode == 'batch':
             loss_dicts = [self._train_step(clips, gts, init)]
         else:
@@ -234,11 +271,15 @@ class LRTIModel(VideoRecurrentModel):
             self.output = torch.cat(outputs)  # (N*B, T, 3, sH, sW)
         loss_dict = {k: torch.stack([d[k] for d in loss_dicts]).mean() for k in loss_dicts[0]}
         self.log_dict = self.reduce_loss_dict(loss_dict)
+        self.log_dict['skipped_steps'] = float(self.skipped_steps)
         if timed:
             t_iter = self._clock(timed) - t_start
             self.log_dict['cache_long_mib'] = long_bytes / _MIB
             self.log_dict['cache_windows_mib'] = (init.nbytes if init is not None else 0) / _MIB
             self.log_dict['long_pass_share'] = t_long / t_iter if t_iter > 0 else 0.0
+        if self.lrti.max_state_rms is not None:
+            self.log_dict['guard_windows'] = float(flagged)
+            self.log_dict['guard_total'] = float(self.guard_total)
 
     def _train_step(self, lqs, gts, init=None):
         """One optimiser step on clips ``lqs`` (B', T, 3, H, W) against ``gts`` (B', T, 3, sH, sW).
@@ -250,13 +291,35 @@ class LRTIModel(VideoRecurrentModel):
         with self._autocast():
             output = self.net_g(lqs) if init is None else self.net_g(lqs, init_states=init)
         loss_dict = self._losses(output.float(), gts)
-        self.grad_scaler.scale(sum(loss_dict.values())).backward()
+        self.output = output.detach()
+        loss = sum(loss_dict.values())
+        scaled = self.grad_scaler.is_enabled()  # float16: the scaler skips non-finite steps and backs off
+        if self.skip_nonfinite and not scaled and not bool(torch.isfinite(loss.detach())):
+            self._skip_step('loss', loss)
+            return loss_dict
+        self.grad_scaler.scale(loss).backward()
+        if self.grad_clip_norm is not None or (self.skip_nonfinite and not scaled):
+            self.grad_scaler.unscale_(self.optimizer_g)
+            params = [p for group in self.optimizer_g.param_groups for p in group['params'] if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm or float('inf'))
+            if self.skip_nonfinite and not scaled and not bool(torch.isfinite(norm)):
+                self._skip_step('gradient norm', norm)
+                return loss_dict
+        scale = self.grad_scaler.get_scale() if scaled else None
         self.grad_scaler.step(self.optimizer_g)
         self.grad_scaler.update()
-        self.output = output.detach()
+        if scaled and self.grad_scaler.get_scale() < scale:
+            self.skipped_steps += 1  # the scaler found inf/nan gradients and skipped the step
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
         return loss_dict
+
+    def _skip_step(self, what, value):
+        """Drop this step's gradients and count it (``train.skip_nonfinite``)."""
+        self.optimizer_g.zero_grad()
+        self.skipped_steps += 1
+        get_root_logger().warning(f'Non-finite {what} ({float(value)}): optimiser step skipped '
+                                  f'({self.skipped_steps} so far).')
 
     def _losses(self, output, gt):
         """BasicSR's pixel/perceptual losses of (B, T, 3, sH, sW) frames (perceptual per frame)."""

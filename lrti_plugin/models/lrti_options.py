@@ -13,6 +13,8 @@ the two can never disagree. A full block with its defaults::
         init: cached          # cached | zeros
         long_pass_ema: false
         log_cache: true
+        max_state_rms: 100.0  # the state guard (null: off)
+        guard_action: zeros   # zeros | skip
 
 An empty block (``lrti: {}``) switches the strategy on with every default.
 """
@@ -23,6 +25,7 @@ import torch
 
 _MODES = ('batch', 'sequential')
 _INITS = ('cached', 'zeros')
+_GUARD_ACTIONS = ('zeros', 'skip')
 _GEOMETRY = ('long_frames', 'clip_frames', 'num_clips')
 _AMP_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
@@ -45,6 +48,18 @@ class LRTIOptions:
             required) instead of the current ones. Default: False.
         log_cache (bool): Add the cache sizes and the long pass's share of the iteration time to the
             log (synchronises the device around the long pass for honest timing). Default: True.
+        max_state_rms (float | None): The state guard. A window whose cached boundary states have a
+            root-mean-square above this (any branch), or a non-finite value, is not started from them.
+            A network whose recurrence amplifies its state a little per frame is harmless on the short
+            windows it is trained on, but over a long pass the states grow geometrically (seen: 2e8
+            after 32 frames), and windows started from them have losses of 1e2..1e11 that wreck the
+            weights in a few steps (docs/results.md). Healthy states have an RMS of about 0.05-0.2
+            (official BasicVSR weights, randomly initialised tiny nets), so the default of 100 never
+            fires on them. None switches the guard off. Default: 100.0.
+        guard_action (str): What a guarded window does. ``zeros``: it starts from zero states, like
+            ``init: zeros`` (the step still happens). ``skip``: the whole iteration's optimiser step is
+            skipped. Counted in the log as ``guard_windows`` (windows flagged in this iteration) and
+            ``guard_total`` (since the start of this process). Default: ``zeros``.
         long_frames (int): L, frames of the long clip (train dataset's ``long_frames``).
         clip_frames (int): T, frames of each window (train dataset's ``clip_frames``).
         num_clips (int): N, windows per long clip (train dataset's ``num_clips``).
@@ -57,13 +72,15 @@ class LRTIOptions:
     init: str = 'cached'
     long_pass_ema: bool = False
     log_cache: bool = True
+    max_state_rms: Optional[float] = 100.0
+    guard_action: str = 'zeros'
 
     def __post_init__(self):
         for key in _GEOMETRY:
             value = getattr(self, key)
             if not _is_int(value):
                 raise ValueError(f'datasets.train.{key}: expected int, got {type(value).__name__} ({value!r})')
-        for key, choices in (('mode', _MODES), ('init', _INITS)):
+        for key, choices in (('mode', _MODES), ('init', _INITS), ('guard_action', _GUARD_ACTIONS)):
             value = getattr(self, key)
             if not isinstance(value, str):
                 raise ValueError(f'train.lrti.{key}: expected str, got {type(value).__name__} ({value!r})')
@@ -73,6 +90,9 @@ class LRTIOptions:
             value = getattr(self, key)
             if not isinstance(value, bool):
                 raise ValueError(f'train.lrti.{key}: expected bool, got {type(value).__name__} ({value!r})')
+        rms = self.max_state_rms
+        if rms is not None and (isinstance(rms, bool) or not isinstance(rms, (int, float)) or not rms > 0):
+            raise ValueError(f'train.lrti.max_state_rms: expected a positive number or null, got {rms!r}')
         if self.num_clips < 1:
             raise ValueError(f'datasets.train.num_clips: expected >= 1, got {self.num_clips}')
         if self.clip_frames < 1:

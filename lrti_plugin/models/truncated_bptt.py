@@ -138,6 +138,44 @@ def window_batch(lqs: Tensor, gt: Tensor, starts: Tensor,
     return clips, gts, init.to(device=lqs.device, dtype=lqs.dtype)
 
 
+def state_rms(init: BoundaryStates) -> Tensor:
+    """Per window, the largest root-mean-square of its branches' boundary states: (B,) float32.
+
+    Missing slots hold zeros and only lower it. A non-finite state gives inf or nan.
+    """
+    per_branch = [f.float().pow(2).flatten(1).mean(1).sqrt() for f in init.feats.values()]  # each (B,)
+    return torch.stack(per_branch).amax(0)
+
+
+def guard_states(init: BoundaryStates, max_rms: float) -> Tuple[BoundaryStates, Tensor]:
+    """Make windows whose states exceed ``max_rms`` (or are not finite) start from zero states.
+
+    A flagged window gets zero states and no real slots (``num_before``/``num_after`` 0), so the network
+    runs it exactly as a plain run from zeros (the LR frames beyond its borders are not used either).
+
+    Args:
+        init (BoundaryStates): batch B (windows).
+        max_rms (float): threshold on :func:`state_rms`.
+
+    Returns:
+        tuple: (the guarded BoundaryStates, or ``init`` itself when nothing is flagged; (B,) bool flags).
+    """
+    rms = state_rms(init)
+    flagged = ~(rms <= max_rms)  # nan and inf are flagged too
+    if not bool(flagged.any()):
+        return init, flagged
+    keep = (~flagged).to(init.lqs_before.dtype)
+    flags = flagged.tolist()
+
+    def masked(t: Tensor) -> Tensor:
+        return torch.nan_to_num(t, 0.0, 0.0, 0.0) * keep.view(-1, *([1] * (t.dim() - 1)))
+
+    guarded = BoundaryStates({k: masked(v) for k, v in init.feats.items()}, init.lqs_before, init.lqs_after,
+                             tuple(0 if f else n for f, n in zip(flags, init.num_before)),
+                             tuple(0 if f else n for f, n in zip(flags, init.num_after)))
+    return guarded, flagged
+
+
 def split_windows(clips: Tensor, gts: Tensor, init: Optional[BoundaryStates],
                   num_clips: int) -> List[Tuple[Tensor, Tensor, Optional[BoundaryStates]]]:
     """Split a window-major batch from :func:`window_batch` into its N windows (``mode: sequential``).
