@@ -1,16 +1,21 @@
-"""The demo: make clips from scikit-image's photos, build LMDBs, train the tiny config, test, report.
+"""The demo: plain short clips versus LRTI, same small network and budget, scored on held-out long clips.
 
-    python scripts/run_demo.py                 # everything under ./demo, ./experiments, ./results
+    python scripts/run_demo.py                   # everything under ./demo, ./experiments, ./results
+    python scripts/run_demo.py --split val       # the same on the validation photos (choosing settings)
 
 Steps (each through the project's public tools, as a user would run them):
-  1. render training and held-out clips with sub-pixel camera motion (lrti_plugin.data.demo_data);
-  2. build GT and x4 bicubic LR LMDBs with ``make_lmdb`` (the function behind scripts/make_lmdb.py);
-  3. train ``options/train_demo.yml`` with ``python -m lrti_plugin.train`` (a subprocess);
-  4. test the trained weights on the held-out clips with ``python -m lrti_plugin.test`` (saves SR frames);
-  5. score the saved SR frames and MATLAB-bicubic against the GT, write ``demo/report.md``,
-     ``demo/report.json``, ``demo/comparison.png`` (LR / bicubic / ours / GT) and
-     ``demo/training_curve.png``.
-Exits 1 if the model does not beat bicubic on the held-out clips.
+  1. fetch the pretrained SpyNet (``scripts/get_weights.py``: the official BasicVSR checkpoint's SpyNet);
+  2. render training, validation and held-out long clips with sub-pixel camera motion from scikit-image's
+     photos (``lrti_demo.clips``; no photo is in two splits) and build GT and x4 MATLAB-bicubic LR LMDBs
+     with ``make_lmdb`` (the function behind ``scripts/make_lmdb.py``);
+  3. train ``options/train_demo.yml`` (experiment ``demo_plain``: 4 independent 4-frame clips per
+     iteration from zero states) and ``options/train_demo_lrti.yml`` (``demo_lrti``: a 32-frame long pass,
+     then 4 windows of 4 frames from its cached states), each with ``python -m lrti_plugin.train``;
+  4. test both on the held-out clips (each clip in one whole pass) with ``python -m lrti_plugin.test``;
+  5. score them and MATLAB bicubic against the GT; write ``demo/report.md``, ``demo/report.json`` (keys
+     ``bicubic``, ``plain``, ``lrti``: ``{"psnr": ..., "ssim": ...}``), ``demo/comparison.png`` (bicubic /
+     plain / LRTI / GT crops), ``demo/per_frame.png`` and ``demo/training_curve.png``.
+Exits 1 if either arm does not beat bicubic; the LRTI-vs-plain difference is reported whatever its sign.
 """
 import argparse
 import os
@@ -24,17 +29,29 @@ sys.path.insert(0, REPO)
 import lrti_plugin  # noqa: E402,F401
 from lrti_plugin.utils.options import apply_overrides, dump_options, load_options  # noqa: E402
 
-TRAIN_OPT = os.path.join(REPO, 'options', 'train_demo.yml')
+ARMS = {'plain': os.path.join(REPO, 'options', 'train_demo.yml'),
+        'lrti': os.path.join(REPO, 'options', 'train_demo_lrti.yml')}
 TEST_OPT = os.path.join(REPO, 'options', 'test_demo.yml')
 
 
+def get_spynet(dest: str) -> str:
+    """Step 1: the SpyNet file the demo options name (downloaded and verified once, then kept)."""
+    sys.path.insert(0, os.path.join(REPO, 'scripts'))
+    import get_weights
+
+    path = os.path.join(dest, 'flownet', get_weights.SPYNET_NAME)
+    if not os.path.isfile(path):
+        if get_weights.main(['--dest', dest]) != 0:
+            sys.exit('[demo] could not fetch the pretrained weights (see above)')
+    return path
+
+
 def make_data(data_dir: str, seed: int) -> None:
-    """Steps 1-2: clips and LMDBs under ``data_dir`` (skipped if the LMDBs exist)."""
-    from lrti_plugin.data.demo_data import demo_specs, write_clips
+    """Step 2: clips and LMDBs of every split under ``data_dir`` (an existing LMDB is reused)."""
+    from lrti_demo.clips import demo_specs, write_clips
     from lrti_plugin.data.lmdb_tools import make_lmdb
 
-    train_specs, heldout_specs = demo_specs(seed=seed)
-    for split, specs in (('train', train_specs), ('heldout', heldout_specs)):
+    for split, specs in demo_specs(seed=seed).items():
         lmdb_path = os.path.join(data_dir, f'{split}_GT.lmdb')
         if os.path.isdir(lmdb_path):
             print(f'[demo] {lmdb_path} exists, reusing it')
@@ -49,7 +66,7 @@ def make_data(data_dir: str, seed: int) -> None:
 def run_runner(kind: str, opt_path: str, cwd: str, log_path: str) -> float:
     """Run ``python -m lrti_plugin.<kind> -opt opt_path`` in ``cwd``; returns its wall time (s)."""
     cmd = [sys.executable, '-m', f'lrti_plugin.{kind}', '-opt', opt_path]
-    print('[demo] $ ' + ' '.join(cmd))
+    print('[demo] $ ' + ' '.join(cmd), flush=True)
     start = time.time()
     with open(log_path, 'w') as log:
         proc = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
@@ -58,53 +75,74 @@ def run_runner(kind: str, opt_path: str, cwd: str, log_path: str) -> float:
     return time.time() - start
 
 
-def demo_options(src: str, data_dir: str, overrides: dict) -> dict:
-    """Load an options file, point its datasets at ``data_dir`` and apply ``overrides`` (dotted keys)."""
+def demo_options(src: str, data_dir: str, split: str, overrides: dict) -> dict:
+    """Load an options file, point its datasets at ``data_dir`` (validation/test on ``split``), override."""
     opt = load_options(src)
-    for ds in opt['datasets'].values():
+    for phase, ds in opt['datasets'].items():
         for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
             if ds.get(key):
-                ds[key] = os.path.join(data_dir, os.path.basename(ds[key]))
+                name = os.path.basename(ds[key])
+                if phase != 'train':
+                    name = name.replace('heldout_', f'{split}_')
+                ds[key] = os.path.join(data_dir, name)
     return apply_overrides(opt, overrides)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='demo', help='folder for data and report (default: ./demo)')
-    parser.add_argument('--iters', type=int, default=None, help='training iterations (default: the tiny config)')
+    parser.add_argument('--split', default='heldout', choices=('heldout', 'val'),
+                        help='clips to score: heldout (the report) or val (choosing settings)')
+    parser.add_argument('--iters', type=int, default=None, help='training iterations (default: the options)')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()
 
-    from lrti_plugin.utils.report import score_heldout, write_report
+    from lrti_demo.report import score_arms, write_report
 
     out = os.path.abspath(args.out)
     data_dir = os.path.join(out, 'data')
     os.makedirs(data_dir, exist_ok=True)
+    spynet = get_spynet(os.path.join(os.getcwd(), 'experiments', 'pretrained_models'))
     make_data(data_dir, args.seed)
 
-    overrides = {'manual_seed': args.seed}
+    suffix = '' if args.split == 'heldout' else f'_{args.split}'
+    overrides = {'manual_seed': args.seed, 'network_g.spynet_path': spynet}
     if args.iters:
         overrides.update({'train.total_iter': args.iters, 'train.scheduler.periods': [args.iters]})
-    train_opt = demo_options(TRAIN_OPT, data_dir, overrides)
-    train_yml = dump_options(train_opt, os.path.join(out, 'train_demo.yml'))
-    train_time = run_runner('train', train_yml, os.getcwd(), os.path.join(out, 'train.log'))
-    print(f'[demo] training took {train_time:.0f} s')
+    sr_roots, logs, seconds, settings = {}, {}, {}, {}
+    for arm, src in ARMS.items():
+        train_opt = demo_options(src, data_dir, args.split, overrides)
+        train_opt['name'] += suffix
+        train_yml = dump_options(train_opt, os.path.join(out, f'train_{arm}.yml'))
+        seconds[arm] = run_runner('train', train_yml, os.getcwd(), os.path.join(out, f'train_{arm}.log'))
+        print(f'[demo] {arm}: training took {seconds[arm]:.0f} s', flush=True)
+        exp = os.path.join(os.getcwd(), 'experiments', train_opt['name'])
+        logs[arm] = os.path.join(exp, sorted(f for f in os.listdir(exp) if f.startswith('train_'))[-1])
 
-    model = os.path.join(os.getcwd(), 'experiments', train_opt['name'], 'models', 'net_g_latest.pth')
-    test_opt = demo_options(TEST_OPT, data_dir, {'path.pretrain_network_g': model})
-    test_yml = dump_options(test_opt, os.path.join(out, 'test_demo.yml'))
-    run_runner('test', test_yml, os.getcwd(), os.path.join(out, 'test.log'))
-
-    sr_root = os.path.join(os.getcwd(), 'results', test_opt['name'], 'visualization',
-                           test_opt['datasets']['test']['name'])
-    scores = score_heldout(os.path.join(data_dir, 'heldout_png'), sr_root, suffix=test_opt['name'])
-    train_log = os.path.join(os.getcwd(), 'experiments', train_opt['name'])
-    report = write_report(out, scores, train_log, train_time, train_opt)
+        test_opt = demo_options(TEST_OPT, data_dir, args.split, {
+            'path.pretrain_network_g': os.path.join(exp, 'models', 'net_g_latest.pth'),
+            'name': f'{train_opt["name"]}_test', 'network_g': train_opt['network_g']})
+        test_yml = dump_options(test_opt, os.path.join(out, f'test_{arm}.yml'))
+        run_runner('test', test_yml, os.getcwd(), os.path.join(out, f'test_{arm}.log'))
+        sr_roots[arm] = (os.path.join(os.getcwd(), 'results', test_opt['name'], 'visualization',
+                                      test_opt['datasets']['test']['name']), test_opt['name'])
+        ds = train_opt['datasets']['train']
+        frames = (f"long pass L={ds['long_frames']}, {ds['num_clips']} windows x T={ds['clip_frames']} from its "
+                  f'cached states' if 'long_frames' in ds else
+                  f"{ds['batch_size_per_gpu']} clips x T={ds['num_frame']} from zero states")
+        settings[arm] = (f"experiment `{train_opt['name']}`: {train_opt['train']['total_iter']} iterations, "
+                         f'{frames}, LR crop {ds["gt_size"] // 4}x{ds["gt_size"] // 4}')
+    net = train_opt['network_g']
+    settings['network'] = (f"`{net['type']}` (num_feat {net['num_feat']}, num_block {net['num_block']}), pretrained "
+                           f'SpyNet frozen, seed {args.seed}')
+    settings['scored on'] = f'{args.split} clips'
+    scores = score_arms(os.path.join(data_dir, f'{args.split}_png'), sr_roots)
+    report = write_report(out, scores, logs, seconds, settings)
     print(open(report).read())
-    if scores['mean']['ours_psnr'] <= scores['mean']['bicubic_psnr']:
-        sys.exit('[demo] the model did not beat bicubic on the held-out clips')
+    losers = [arm for arm in ARMS if scores['mean'][arm]['psnr'] <= scores['mean']['bicubic']['psnr']]
+    if losers:
+        sys.exit(f'[demo] {", ".join(losers)} did not beat bicubic on the {args.split} clips')
 
 
 if __name__ == '__main__':
     main()
-

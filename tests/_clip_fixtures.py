@@ -36,14 +36,14 @@ def write_clip(root: Path, name: str, num: int, h: int, w: int, names=None, seed
 
 def write_pair(root: Path, clips: dict, scale: int = 4) -> tuple:
     """GT under ``root/gt`` and its MATLAB-bicubic LR under ``root/lq``; ``clips``: name -> (num, h, w)."""
-    from lrti_plugin.data.lmdb_tools import _downscale
+    from lrti_plugin.data.lmdb_tools import bicubic_downscale
 
     gt_root, lq_root = root / 'gt', root / 'lq'
     for k, (name, (num, h, w)) in enumerate(clips.items()):
         imgs = write_clip(gt_root, name, num, h, w, seed=100 * k)
         (lq_root / name).mkdir(parents=True, exist_ok=True)
         for i, img in enumerate(imgs):
-            cv2.imwrite(str(lq_root / name / f'{i:08d}.png'), _downscale(img, scale))
+            cv2.imwrite(str(lq_root / name / f'{i:08d}.png'), bicubic_downscale(img, scale))
     return gt_root, lq_root
 
 

@@ -34,7 +34,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def make_demo_lmdbs(root: Path, photos, train_frames: int, heldout_frames: int, size: int) -> Path:
     """Demo clips of ``size`` x ``size`` GT in ``root``: ``train_GT.lmdb`` (one clip ``<photo>_0`` per photo) and
     ``heldout_GT.lmdb`` (``chelsea``), each with its x4 ``*_LRx4.lmdb`` and ``*_meta_info.txt``."""
-    from lrti_plugin.data.demo_data import ClipSpec, write_clips
+    from lrti_demo.clips import ClipSpec, write_clips
     from lrti_plugin.data.lmdb_tools import make_lmdb
 
     splits = {'train': {f'{p}_0': ClipSpec(p, train_frames, size, size, seed=i) for i, p in enumerate(photos)},
@@ -62,7 +62,8 @@ def tiny_options(data_dir: Path, name: str, overrides: dict | None = None) -> di
     base = {
         'name': name, 'network_g.num_feat': 8, 'network_g.num_block': 1, 'datasets.train.num_frame': 3,
         'datasets.train.num_worker_per_gpu': 0, 'train.total_iter': 4, 'train.scheduler.periods': [4],
-        'train.fix_flow': None, 'val.val_freq': 2, 'logger.print_freq': 1, 'logger.save_checkpoint_freq': 2,
+        'train.fix_flow': None, 'network_g.spynet_path': None, 'val.val_freq': 2, 'logger.print_freq': 1,
+        'logger.save_checkpoint_freq': 2,
     }
     return apply_overrides(opt, {**base, **(overrides or {})})
 

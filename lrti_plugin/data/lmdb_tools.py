@@ -141,8 +141,10 @@ def _shape(img: np.ndarray) -> Tuple[int, int, int]:
     return (img.shape[0], img.shape[1], 1 if img.ndim == 2 else img.shape[2])
 
 
-def _downscale(img: np.ndarray, scale: int) -> np.ndarray:
-    """MATLAB-style bicubic ``1/scale`` of an integer image, rounded half away from zero like MATLAB."""
+def bicubic_downscale(img: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-style bicubic ``1/scale`` of an integer image (H, W[, C]) as the x4 BI degradation is made:
+    BasicSR's ``imresize`` (antialiased cubic, a = -0.5) in float64, rounded half away from zero like MATLAB.
+    Public: use it to make the LR of frames held in memory exactly as ``make_lmdb --make-lr`` does."""
     peak = float(np.iinfo(img.dtype).max)
     out = imresize(img.astype(np.float64) / peak, 1 / scale)
     return np.floor(np.clip(out * peak, 0, peak) + 0.5).astype(img.dtype)
@@ -365,7 +367,7 @@ def _write_clip(name, paths, lq_paths, writers, make_lr, scale, pbar):
             h, w = img.shape[0] - img.shape[0] % scale, img.shape[1] - img.shape[1] % scale
             cropped = cropped or (h, w) != img.shape[:2]
             img = img[:h, :w, ...]
-            lr = _downscale(img, scale)
+            lr = bicubic_downscale(img, scale)
         elif lq_paths is not None:
             lr = _read(lq_paths[index])
             lq_shape = _shape(lr)

@@ -1,1 +1,1 @@
-"""Helpers for options files and reports (not registered anywhere)."""
+"""Helpers for options files (not registered anywhere)."""

@@ -14,6 +14,8 @@ import numpy as np
 # Photos bundled inside scikit-image's wheel (no pooch download). Train and held-out sets never share a photo.
 TRAIN_PHOTOS = ('astronaut', 'coffee', 'rocket', 'immunohistochemistry', 'hubble_deep_field', 'retina')
 HELDOUT_PHOTOS = ('chelsea', 'camera')
+# The validation split: settings of the demo are chosen on these, never on the held-out photos.
+VAL_PHOTOS = ('coins', 'brick')
 
 
 @dataclass(frozen=True)
@@ -41,14 +43,19 @@ def load_photo(name: str) -> np.ndarray:
 
 
 def _trajectory(rng: np.random.Generator, num_frames: int, room: float) -> np.ndarray:
-    """Per-frame (dx, dy, angle_deg, zoom) of a smooth camera path, shape (T, 4); |dx|, |dy| <= room."""
+    """Per-frame (dx, dy, angle_deg, zoom) of a smooth camera path, shape (T, 4); |dx|, |dy| <= room.
+
+    A path that would leave the room is shrunk as a whole (slower motion), never clipped: a clipped path
+    would stand still at the border for the rest of the clip."""
     velocity = rng.uniform(-1.0, 1.0, size=2)
     velocity *= rng.uniform(0.4, 1.6) / max(np.linalg.norm(velocity), 1e-6)  # 0.4-1.6 px/frame, sub-pixel
     accel = rng.normal(0.0, 0.05, size=2)
     t = np.arange(num_frames, dtype=np.float64)[:, None]
     xy = velocity * t + 0.5 * accel * t**2
     xy -= xy.mean(axis=0)
-    xy = np.clip(xy, -room, room)
+    reach = float(np.abs(xy).max())
+    if reach > room:
+        xy *= room / reach
     angle = np.linspace(0.0, rng.uniform(-2.0, 2.0), num_frames)
     zoom = np.linspace(1.0, rng.uniform(0.97, 1.03), num_frames)
     return np.concatenate([xy, angle[:, None], zoom[:, None]], axis=1)
@@ -98,11 +105,12 @@ def write_clips(root: str, specs: dict[str, ClipSpec]) -> dict[str, int]:
     return counts
 
 
-def demo_specs(num_frames: int = 20, heldout_frames: int = 12, height: int = 256, width: int = 320,
-               clips_per_photo: int = 2, seed: int = 0) -> tuple[dict[str, ClipSpec], dict[str, ClipSpec]]:
-    """The default demo: (training clips, held-out clips), keyed by clip name.
+def demo_specs(num_frames: int = 32, heldout_frames: int = 48, height: int = 256, width: int = 320,
+               clips_per_photo: int = 2, seed: int = 0) -> dict[str, dict[str, ClipSpec]]:
+    """The default demo clips, per split (``train``, ``heldout``, ``val``), keyed by clip name.
 
-    Training clips come from :data:`TRAIN_PHOTOS`, held-out clips from :data:`HELDOUT_PHOTOS`.
+    Training clips come from :data:`TRAIN_PHOTOS`, held-out clips (the report) from :data:`HELDOUT_PHOTOS`,
+    validation clips (choosing settings) from :data:`VAL_PHOTOS`; no photo is in two splits.
     """
     train = {
         f'{photo}_{k}': ClipSpec(photo, num_frames, height, width, seed * 1000 + 10 * i + k)
@@ -112,7 +120,11 @@ def demo_specs(num_frames: int = 20, heldout_frames: int = 12, height: int = 256
         photo: ClipSpec(photo, heldout_frames, height, width, seed * 1000 + 500 + i)
         for i, photo in enumerate(HELDOUT_PHOTOS)
     }
-    return train, heldout
+    val = {
+        photo: ClipSpec(photo, heldout_frames, height, width, seed * 1000 + 700 + i)
+        for i, photo in enumerate(VAL_PHOTOS)
+    }
+    return {'train': train, 'heldout': heldout, 'val': val}
 
 
 def motion_magnitude(frames: list[np.ndarray]) -> float:

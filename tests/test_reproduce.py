@@ -1,0 +1,119 @@
+"""scripts/reproduce.py end to end: a tiny 2-arm campaign killed mid-run resumes where it stopped."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import pytest
+import yaml
+from conftest import REPO, tiny_options, to_lrti
+
+from lrti_plugin.data.lmdb_tools import bicubic_downscale
+from lrti_plugin.utils.options import dump_options
+
+SCRIPT = REPO / 'scripts' / 'reproduce.py'
+sys.path.insert(0, str(REPO / 'scripts'))
+import reproduce  # noqa: E402
+
+ITERS = 8
+
+
+def _test_set(tiny_data, root):
+    """LR/GT folders of the tiny held-out clip (whole clip, x4 MATLAB bicubic)."""
+    src = tiny_data / 'heldout_png' / 'chelsea'
+    for kind in ('GT', 'LR'):
+        (root / kind / 'chelsea').mkdir(parents=True)
+    for f in sorted(os.listdir(src)):
+        img = cv2.imread(str(src / f))
+        cv2.imwrite(str(root / 'GT' / 'chelsea' / f), img)
+        cv2.imwrite(str(root / 'LR' / 'chelsea' / f), bicubic_downscale(img, 4))
+    return root
+
+
+def _campaign(tiny_data, tmp_path):
+    opt = tiny_options(tiny_data, 'base', {'train.total_iter': ITERS, 'train.scheduler.periods': [ITERS],
+                                           'logger.save_checkpoint_freq': 2, 'val.val_freq': 4})
+    to_lrti(opt, long_frames=6, clip_frames=3, num_clips=2)  # base = the LRTI arm
+    base = dump_options(opt, str(tmp_path / 'base.yml'))
+    tests = _test_set(tiny_data, tmp_path / 'testset')
+    plain_drop = ['train.lrti', 'datasets.train.long_frames', 'datasets.train.clip_frames', 'datasets.train.num_clips']
+    camp = {'name': 'tiny', 'base': base, 'seeds': [3],
+            'test': {'tiny': {'lq': str(tests / 'LR'), 'gt': str(tests / 'GT')}},
+            'arms': {'plain': {'drop': plain_drop, 'set': {'datasets.train.type': 'LRTIRecurrentDataset',
+                                                           'datasets.train.num_frame': 3,
+                                                           'datasets.train.batch_size_per_gpu': 2}},
+                     'lrti': {'label': 'LRTI'}}}
+    path = tmp_path / 'campaign.yml'
+    path.write_text(yaml.safe_dump(camp, sort_keys=False))
+    return path
+
+
+def _start(camp, out, cwd):
+    env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1'}
+    return subprocess.Popen([sys.executable, str(SCRIPT), str(camp), '--out', str(out)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_campaign_killed_mid_run_resumes_and_reports(tiny_data, tmp_path):
+    camp, out = _campaign(tiny_data, tmp_path), tmp_path / 'out'
+    proc = _start(camp, out, tmp_path)
+    state = out / 'lrti_s3' / 'experiments' / 'lrti_s3' / 'training_states' / '2.state'
+    deadline = time.time() + 300
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert state.exists(), f'the second arm never saved a state: {proc.communicate()[0][-2000:]}'
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its training child, mid-run
+    proc.wait()
+    assert not (out / 'lrti_s3' / 'experiments' / 'lrti_s3' / 'models' / 'net_g_latest.pth').exists(), \
+        'killed too late: the run had finished'
+    plain_eval = out / 'plain_s3' / 'eval_tiny.json'
+    assert plain_eval.exists()
+    plain_mtime = plain_eval.stat().st_mtime
+
+    proc = _start(camp, out, tmp_path)
+    log = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, log[-3000:]
+    runs = json.loads((out / 'campaign.json').read_text())['runs']
+    assert len(runs['plain_s3']['segments']) == 1, 'a finished arm was trained again'
+    assert plain_eval.stat().st_mtime == plain_mtime, 'a finished evaluation was redone'
+    resumed = runs['lrti_s3']['segments'][-1]
+    assert resumed['start_iter'] >= 2 and resumed['exit'] == 0, resumed  # BasicSR resumed from a saved state
+    assert resumed['peak_rss_mib'] > 50 and resumed['wall_s'] > 0
+
+    report = json.loads((out / 'report.json').read_text())
+    assert set(report['arms']) == {'plain', 'lrti'}
+    for arm in ('plain', 'lrti'):
+        seed = report['arms'][arm]['seeds']['3']
+        y = seed['eval']['tiny']['psnr_y']
+        assert 5 < y < 60, y
+        assert seed['iters'] == ITERS and seed['sec_per_supervised_frame'] > 0
+        assert [p['iter'] for p in seed['validation']][:2] == [4, 8], seed['validation']
+        assert report['arms'][arm]['summary']['tiny']['psnr_y']['n'] == 1
+    frames = json.loads((out / 'lrti_s3' / 'eval_tiny.json').read_text())['clips']['chelsea']
+    assert len(frames['per_frame']['psnr_y']) == len(os.listdir(tmp_path / 'testset' / 'GT' / 'chelsea'))
+    md = (out / 'report.md').read_text()
+    assert '| LRTI |' in md and '| plain |' in md
+    for png in ('val_curves.png', 'per_frame_tiny.png'):
+        assert cv2.imread(str(out / png)) is not None, png
+
+
+@pytest.mark.parametrize('edit, match', [
+    ({'arms': {'a': {'sett': {}}}}, "arms.a: unknown key 'sett'"),
+    ({'base': 'nowhere.yml'}, "base options file 'nowhere.yml' not found"),
+    ({'seeds': ['0']}, 'seeds must be a list of ints'),
+    ({'bogus': 1}, "unknown key 'bogus'"),
+    ({'arms': {'a': {'set': {'train.nope.x': 1}}}}, "arms.a.set: option 'train.nope' does not exist"),
+])
+def test_bad_campaign_files_are_one_line_errors(tiny_data, tmp_path, capsys, edit, match):
+    camp = yaml.safe_load(_campaign(tiny_data, tmp_path).read_text())
+    camp.update(edit)
+    path = tmp_path / 'bad.yml'
+    path.write_text(yaml.safe_dump(camp, sort_keys=False))
+    assert reproduce.main([str(path), '--out', str(tmp_path / 'o'), '--no-eval']) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('reproduce: error:'), lines
+    assert re.search(match, lines[0]), lines[0]
