@@ -22,7 +22,8 @@ Paths are relative to the current directory (run it from the repository root). E
 
 * ``<arm>_s<seed>/``: the run's options (``train.yml``) and BasicSR's ``experiments/<name>/`` (models, logs,
   training states). Training is ``python -m lrti_plugin.train -opt train.yml --auto_resume`` in a child
-  process; its wall time and peak RSS (``os.wait4``) are recorded per segment in ``campaign.json``;
+  process; its peak RSS (``os.wait4``) is recorded per segment in ``campaign.json``; its training wall time
+  is read from BasicSR's logs (each segment from its first to its last line, killed ones included);
 * ``<arm>_s<seed>/eval_<set>.json``: the trained weights (``params_ema`` when present) on every clip of
   every test set, each clip in one whole-sequence pass: Y and RGB PSNR/SSIM per frame (crop border 0,
   output rounded to uint8 as BasicSR's ``tensor2img``);
@@ -302,11 +303,12 @@ def eval_run(run_dir: str, network_opt: dict, weights: str, tests: dict, threads
 
 
 # ----------------------------------------------------------------------------- report
-def parse_validation(exp_dir: str) -> list:
-    """Validation points [(iter, train wall seconds, {metric: value})] from every BasicSR log of a run.
+def parse_logs(exp_dir: str) -> tuple:
+    """(validation points, training wall seconds) from every BasicSR log of a run.
 
-    Wall time counts each log (one per training segment) from its first line, so the time between a kill
-    and the resume is not counted.
+    A point is ``{'iter', 'wall_s', 'metrics': {name: value}}``. Wall time counts each log (one per
+    training segment, killed ones included) from its first to its last line, so the time between a kill
+    and the resume is not counted; it includes the validations and checkpoint writes of the run.
     """
     import re
 
@@ -337,8 +339,7 @@ def parse_validation(exp_dir: str) -> list:
                     pending['metrics'].setdefault(mv.group(1), float(mv.group(2)))
         if first is not None:
             offset += last - first
-    # A validation is logged right after the iteration it belongs to: the one logged at print_freq before it.
-    return [p for p in points if p['metrics']]
+    return [p for p in points if p['metrics']], offset
 
 
 def _stats(values: list) -> dict:
@@ -355,7 +356,7 @@ def build_report(camp: dict, out: str, state: State, runs: dict, reference: dict
         rec = state.data['runs'].get(f'{arm}_s{seed}', {'segments': []})
         segs = rec['segments']
         entry = arms.setdefault(arm, {'label': camp['arms'][arm].get('label', arm), 'seeds': {}})
-        train_s = sum(s['wall_s'] for s in segs)
+        train_s = info.get('train_wall_s', 0.0)
         iters = info['total_iter'] if info.get('finished') else max((s['end_iter'] for s in segs), default=0)
         entry['seeds'][seed] = {
             'eval': {name: r['mean_of_clips'] for name, r in info.get('eval', {}).items()},
@@ -557,7 +558,7 @@ def run_campaign(args) -> int:
             info = {'frames_per_iter': supervised_frames(opt), 'total_iter': int(opt['train']['total_iter']),
                     'finished': os.path.isfile(weights)}
             if os.path.isdir(exp):
-                info['validation'] = parse_validation(exp)
+                info['validation'], info['train_wall_s'] = parse_logs(exp)
             if os.path.isfile(weights) and tests and not args.no_eval:
                 if args.report:
                     info['eval'] = {n: json.load(open(p)) for n in tests

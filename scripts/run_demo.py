@@ -8,9 +8,10 @@ Steps (each through the project's public tools, as a user would run them):
   2. render training, validation and held-out long clips with sub-pixel camera motion from scikit-image's
      photos (``lrti_demo.clips``; no photo is in two splits) and build GT and x4 MATLAB-bicubic LR LMDBs
      with ``make_lmdb`` (the function behind ``scripts/make_lmdb.py``);
-  3. train ``options/train_demo.yml`` (experiment ``demo_plain``: 4 independent 4-frame clips per
-     iteration from zero states) and ``options/train_demo_lrti.yml`` (``demo_lrti``: a 32-frame long pass,
-     then 4 windows of 4 frames from its cached states), each with ``python -m lrti_plugin.train``;
+  3. train ``options/train_demo.yml`` (experiment ``demo_plain``: 2 independent 4-frame clips per
+     iteration from zero states) and ``options/train_demo_lrti.yml`` (``demo_lrti``: a 16-frame long pass,
+     then 2 windows of 4 frames from its cached states), each with ``python -m lrti_plugin.train``: the
+     same network, data, iterations and supervised frames per iteration;
   4. test both on the held-out clips (each clip in one whole pass) with ``python -m lrti_plugin.test``;
   5. score them and MATLAB bicubic against the GT; write ``demo/report.md``, ``demo/report.json`` (keys
      ``bicubic``, ``plain``, ``lrti``: ``{"psnr": ..., "ssim": ...}``), ``demo/comparison.png`` (bicubic /
