@@ -27,4 +27,4 @@ test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 clean-demo:
-	rm -rf demo experiments/LRTI_BasicVSR_tiny_demo* results/LRTI_BasicVSR_tiny_demo*
+	rm -rf demo experiments/demo_plain* experiments/demo_lrti* results/demo_plain* results/demo_lrti*

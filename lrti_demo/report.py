@@ -83,6 +83,31 @@ def score_arms(gt_root: str, arms: Mapping[str, Tuple[str, str]], scale: int = 4
     return {'clips': per_clip, 'mean': mean, 'frames': frames}
 
 
+def score_chunked(net, gt_root: str, chunk: int, scale: int = 4) -> dict:
+    """Score ``net`` run on independent chunks of ``chunk`` frames (each from zero states) of every GT clip.
+
+    The LR is made from the GT exactly as the LMDBs hold it (``bicubic_downscale``). Returns
+    ``{'clips': {clip: {psnr, ssim, psnr_y}}, 'mean': {psnr, ssim, psnr_y}}`` (mean of clips).
+    """
+    import torch
+    from basicsr.utils import img2tensor, tensor2img
+
+    clips = {}
+    param = next(net.parameters())
+    for clip in sorted(d for d in os.listdir(gt_root) if os.path.isdir(os.path.join(gt_root, d))):
+        files = sorted(f for f in os.listdir(os.path.join(gt_root, clip)) if f.endswith('.png'))
+        gts = [_read(os.path.join(gt_root, clip, f)) for f in files]
+        gts = [g[:g.shape[0] - g.shape[0] % scale, :g.shape[1] - g.shape[1] % scale] for g in gts]
+        lqs = torch.stack(img2tensor([bicubic_downscale(g, scale).astype(np.float32) / 255 for g in gts]))
+        rows = []
+        with torch.no_grad():
+            for start in range(0, len(gts), chunk):
+                out = net(lqs[start:start + chunk].unsqueeze(0).to(param))[0]
+                rows += [_scores(tensor2img([o]), gts[start + i]) for i, o in enumerate(out)]
+        clips[clip] = {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
+    return {'clips': clips, 'mean': {k: float(np.mean([c[k] for c in clips.values()])) for k in METRICS}}
+
+
 def textured_crop(gt: np.ndarray, crop: int) -> Tuple[int, int]:
     """Top-left (y, x) of the ``crop``-pixel square of the GT with the most detail (Laplacian energy):
     chosen from the GT alone, never from the results."""
@@ -174,12 +199,14 @@ def plot_per_frame(scores: dict, png_path: str) -> str:
 
 
 def write_report(out_dir: str, scores: dict, logs: Mapping[str, str], train_seconds: Mapping[str, float],
-                 settings: Mapping[str, str]) -> str:
+                 settings: Mapping[str, str], chunked: Mapping[str, dict] | None = None, chunk: int = 0) -> str:
     """Write ``report.md``, ``report.json``, ``comparison.png``, ``per_frame.png`` and ``training_curve.png``.
 
     ``report.json`` holds, under ``bicubic`` and under each arm name, ``{"psnr": ..., "ssim": ...}`` (mean
-    held-out RGB PSNR/SSIM), and ``clips``, ``train_seconds``, ``settings``.
+    held-out RGB PSNR/SSIM of whole-clip passes; ``chunked_psnr``/``chunked_ssim`` for the arms scored in
+    independent ``chunk``-frame chunks), and ``clips``, ``per_frame_psnr``, ``train_seconds``, ``settings``.
     """
+    chunked = chunked or {}
     arms = [a for a in scores['mean'] if a != 'bicubic']
     order = ('bicubic', *arms, 'gt')
     cv2.imwrite(os.path.join(out_dir, 'comparison.png'), comparison_image(scores['frames'], order))
@@ -188,7 +215,10 @@ def write_report(out_dir: str, scores: dict, logs: Mapping[str, str], train_seco
     m = scores['mean']
     summary = {arm: {'psnr': m[arm]['psnr'], 'ssim': m[arm]['ssim'], 'psnr_y': m[arm]['psnr_y']}
                for arm in ('bicubic', *arms)}
-    summary.update(clips={c: {a: {k: v for k, v in s.items() if k != 'per_frame_psnr'} for a, s in arms_.items()}
+    for arm, res in chunked.items():
+        summary[arm].update(chunked_psnr=res['mean']['psnr'], chunked_ssim=res['mean']['ssim'])
+    summary.update(chunk=chunk,
+                   clips={c: {a: {k: v for k, v in s.items() if k != 'per_frame_psnr'} for a, s in arms_.items()}
                           for c, arms_ in scores['clips'].items()},
                    per_frame_psnr={c: {a: s['per_frame_psnr'] for a, s in arms_.items()}
                                    for c, arms_ in scores['clips'].items()},
@@ -209,6 +239,15 @@ def write_report(out_dir: str, scores: dict, logs: Mapping[str, str], train_seco
     lines.append('| **mean** | | ' + ' | '.join(f"**{m[a]['psnr']:.2f}**" for a in ('bicubic', *arms)) + ' | '
                  + ' | '.join(f"{m[a]['ssim']:.4f}" for a in ('bicubic', *arms)) + ' |')
     lines.append('')
+    if chunked:
+        lines += [f'Each arm also run on independent {chunk}-frame chunks of the same clips (every chunk from zero '
+                  'states, the clip length both arms train on): a whole-clip PSNR well below the chunked one means '
+                  'the recurrence degrades over long clips; above it, that it uses long-range information.', '',
+                  '| arm | whole-clip PSNR | chunked PSNR | whole minus chunked |', '|---|---|---|---|']
+        for arm, res in chunked.items():
+            lines.append(f"| {arm} | {m[arm]['psnr']:.2f} | {res['mean']['psnr']:.2f} | "
+                         f"{m[arm]['psnr'] - res['mean']['psnr']:+.2f} |")
+        lines.append('')
     for arm in arms:
         verdict = 'beats' if m[arm]['psnr'] > m['bicubic']['psnr'] else 'does NOT beat'
         lines.append(f"- `{arm}` {verdict} bicubic by {m[arm]['psnr'] - m['bicubic']['psnr']:+.2f} dB (RGB PSNR); "

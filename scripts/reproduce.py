@@ -8,11 +8,12 @@ A campaign file names a base options file, the seeds, the test sets and the arms
 plus ``set`` (dotted keys -> values) and ``drop`` (dotted keys removed)::
 
     name: scale1_basicvsr
-    base: options/finetune_basicvsr_real.yml
+    base: options/finetune_basicvsr_real_lrti.yml
     seeds: [0, 1]
     reference: experiments/pretrained_models/BasicVSR/BasicVSR_Vimeo90K_BIx4-2a29695a.pth   # optional
     test:
       vid4: {lq: ../shared/data/vid4/BIx4, gt: ../shared/data/vid4/GT}     # folders of clip folders
+      mine: {gt: my_clips}          # no lq: the x4 MATLAB-bicubic LR is made from the GT
     arms:
       lrti: {}
       lrti_zeros: {set: {train.lrti.init: zeros}}
@@ -83,8 +84,8 @@ def load_campaign(path: str) -> dict:
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in camp['seeds']):
         raise CampaignError(f'{path}: seeds must be a list of ints, got {camp["seeds"]!r}')
     for name, spec in (camp.get('test') or {}).items():
-        if not isinstance(spec, dict) or set(spec) - {'lq', 'gt', 'max_frames'} or not {'lq', 'gt'} <= set(spec):
-            raise CampaignError(f'{path}: test.{name}: expected {{lq: folder, gt: folder[, max_frames: n]}}')
+        if not isinstance(spec, dict) or set(spec) - {'lq', 'gt', 'max_frames'} or 'gt' not in spec:
+            raise CampaignError(f'{path}: test.{name}: expected {{gt: folder[, lq: folder][, max_frames: n]}}')
     return camp
 
 
@@ -248,13 +249,19 @@ def evaluate(net, test: dict) -> dict:
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from basicsr.utils import img2tensor, tensor2img
 
+    from lrti_plugin.data.lmdb_tools import bicubic_downscale
+
     clips = {}
-    lq_root, gt_root = test['lq'], test['gt']
-    for clip in sorted(os.listdir(lq_root)):
-        if not os.path.isdir(os.path.join(lq_root, clip)):
+    lq_root, gt_root = test.get('lq'), test['gt']
+    for clip in sorted(os.listdir(gt_root)):
+        if not os.path.isdir(os.path.join(gt_root, clip)):
             continue
-        lqs = read_clip(os.path.join(lq_root, clip), test.get('max_frames'))
         gts = read_clip(os.path.join(gt_root, clip), test.get('max_frames'))
+        if lq_root:
+            lqs = read_clip(os.path.join(lq_root, clip), test.get('max_frames'))
+        else:  # x4 BI made here, exactly as make_lmdb --make-lr 4 makes it (GT cropped to a multiple of 4)
+            gts = [g[:g.shape[0] // 4 * 4, :g.shape[1] // 4 * 4] for g in gts]
+            lqs = [bicubic_downscale(g, 4) for g in gts]
         if len(lqs) != len(gts):
             raise CampaignError(f'{clip}: {len(lqs)} LR frames but {len(gts)} GT frames')
         x = torch.stack(img2tensor([f.astype(np.float32) / 255.0 for f in lqs], bgr2rgb=True, float32=True))
@@ -273,7 +280,7 @@ def evaluate(net, test: dict) -> dict:
                        'mean': {k: float(np.mean(v)) for k, v in per.items()}}
         print(f'[reproduce]   {clip}: Y-PSNR {clips[clip]["mean"]["psnr_y"]:.4f} ({seconds:.0f} s)', flush=True)
     if not clips:
-        raise CampaignError(f'{lq_root}: no clip folders')
+        raise CampaignError(f'{gt_root}: no clip folders')
     metrics = next(iter(clips.values()))['mean']
     return {'clips': clips, 'mean_of_clips': {k: float(np.mean([c['mean'][k] for c in clips.values()]))
                                               for k in metrics}}
@@ -531,11 +538,11 @@ def run_campaign(args) -> int:
         if arm not in camp['arms']:
             raise CampaignError(f'--arms: no arm {arm!r} in {args.campaign} (arms: {", ".join(camp["arms"])})')
     seeds = args.seeds if args.seeds is not None else camp['seeds']
-    tests = {k: {**v, 'lq': os.path.abspath(v['lq']), 'gt': os.path.abspath(v['gt'])}
+    tests = {k: {**v, **{p: os.path.abspath(v[p]) for p in ('lq', 'gt') if p in v}}
              for k, v in (camp.get('test') or {}).items()}
     for name, test in tests.items():
         for key in ('lq', 'gt'):
-            if not os.path.isdir(test[key]):
+            if key in test and not os.path.isdir(test[key]):
                 raise CampaignError(f'test.{name}.{key}: folder {test[key]} not found')
 
     reference = {}

@@ -62,7 +62,8 @@ def tiny_options(data_dir: Path, name: str, overrides: dict | None = None) -> di
     base = {
         'name': name, 'network_g.num_feat': 8, 'network_g.num_block': 1, 'datasets.train.num_frame': 3,
         'datasets.train.num_worker_per_gpu': 0, 'train.total_iter': 4, 'train.scheduler.periods': [4],
-        'train.fix_flow': None, 'network_g.spynet_path': None, 'val.val_freq': 2, 'logger.print_freq': 1,
+        'train.fix_flow': None, 'network_g.spynet_path': None, 'path.pretrain_network_g': None,
+        'path.strict_load_g': True, 'val.val_freq': 2, 'logger.print_freq': 1,
         'logger.save_checkpoint_freq': 2,
     }
     return apply_overrides(opt, {**base, **(overrides or {})})

@@ -42,7 +42,8 @@ def _campaign(tiny_data, tmp_path):
     tests = _test_set(tiny_data, tmp_path / 'testset')
     plain_drop = ['train.lrti', 'datasets.train.long_frames', 'datasets.train.clip_frames', 'datasets.train.num_clips']
     camp = {'name': 'tiny', 'base': base, 'seeds': [3],
-            'test': {'tiny': {'lq': str(tests / 'LR'), 'gt': str(tests / 'GT')}},
+            'test': {'tiny': {'lq': str(tests / 'LR'), 'gt': str(tests / 'GT')},
+                     'tiny_made_lr': {'gt': str(tests / 'GT')}},  # the runner makes the same x4 LR
             'arms': {'plain': {'drop': plain_drop, 'set': {'datasets.train.type': 'LRTIRecurrentDataset',
                                                            'datasets.train.num_frame': 3,
                                                            'datasets.train.batch_size_per_gpu': 2}},
@@ -93,11 +94,13 @@ def test_campaign_killed_mid_run_resumes_and_reports(tiny_data, tmp_path):
         assert seed['iters'] == ITERS and seed['sec_per_supervised_frame'] > 0
         assert [p['iter'] for p in seed['validation']][:2] == [4, 8], seed['validation']
         assert report['arms'][arm]['summary']['tiny']['psnr_y']['n'] == 1
+    made = json.loads((out / 'lrti_s3' / 'eval_tiny_made_lr.json').read_text())['clips']['chelsea']
     frames = json.loads((out / 'lrti_s3' / 'eval_tiny.json').read_text())['clips']['chelsea']
+    assert made['per_frame'] == frames['per_frame']
     assert len(frames['per_frame']['psnr_y']) == len(os.listdir(tmp_path / 'testset' / 'GT' / 'chelsea'))
     md = (out / 'report.md').read_text()
     assert '| LRTI |' in md and '| plain |' in md
-    for png in ('val_curves.png', 'per_frame_tiny.png'):
+    for png in ('val_curves.png', 'per_frame_tiny.png', 'per_frame_tiny_made_lr.png'):
         assert cv2.imread(str(out / png)) is not None, png
 
 

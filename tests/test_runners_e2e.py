@@ -68,7 +68,7 @@ def test_train_validate_save_resume_test(tiny_data, tmp_path):
     from lrti_plugin.utils.options import apply_overrides, load_options
 
     test_opt = point_at(load_options(str(REPO / 'options' / 'test_demo.yml')), tiny_data)
-    apply_overrides(test_opt, {'network_g.num_feat': 8, 'network_g.num_block': 1,
+    apply_overrides(test_opt, {'network_g.num_feat': 8, 'network_g.num_block': 1, 'network_g.spynet_path': None,
                                'path.pretrain_network_g': str(exp / 'models' / 'net_g_latest.pth')})
     test_yml = dump_options(test_opt, str(tmp_path / 'test.yml'))
     _check(run_module('lrti_plugin.test', ['-opt', test_yml], tmp_path))

@@ -89,6 +89,7 @@ def test_the_blow_up_is_real_and_the_guard_restarts_those_windows_from_zeros(tmp
     on.feed_data(data)
     on.optimize_parameters(current_iter=1)
     assert on.log_dict['guard_windows'] == 2 and on.log_dict['guard_total'] == 2
+    assert on.log_dict['state_rms'] > 1e3  # logged before the guard: what it caught
     assert on.log_dict['l_pix'] < unguarded_loss / 100, (on.log_dict['l_pix'], unguarded_loss)
     assert torch.allclose(on.output, zero_start, atol=1e-5), 'the guarded windows did not start from zeros'
     assert _changed(on, before), 'action zeros still trains'
@@ -107,7 +108,7 @@ def test_healthy_states_never_trigger_the_guard(tmp_path, device):
     model = lrti_model(tmp_path, device, {}, LONG)
     model.feed_data(long_batch(starts=STARTS, length=LONG['long_frames'], clip=2, device=device))
     model.optimize_parameters(current_iter=1)
-    assert model.log_dict['guard_windows'] == 0
+    assert model.log_dict['guard_windows'] == 0 and 0 < model.log_dict['state_rms'] < 10
 
 
 @pytest.mark.parametrize('skip', [True, False])

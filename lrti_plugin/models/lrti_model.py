@@ -103,7 +103,8 @@ class LRTIModel(VideoRecurrentModel):
     ``train.lrti`` the long-clip batch ``lq`` (B, L, 3, H, W), ``gt`` (B, N, T, 3, sH, sW), ``starts``
     (B, N). Log keys added with ``train.lrti``: ``cache_long_mib`` (long-pass PropagationStates),
     ``cache_windows_mib`` (the N*B windows' BoundaryStates), ``long_pass_share`` (long-pass time /
-    ``optimize_parameters`` time) when ``log_cache``.
+    ``optimize_parameters`` time) and ``state_rms`` (the largest RMS of the windows' cached states, before
+    the guard) when ``log_cache``.
     """
 
     def __init__(self, opt):
@@ -248,6 +249,7 @@ class LRTIModel(VideoRecurrentModel):
         long_bytes = states.nbytes if states is not None else 0
         del states  # only the windows' borders stay alive during the window pass
         flagged = 0
+        rms_max = float(tbptt.state_rms(init).max()) if init is not None and timed else None
         if init is not None and self.lrti.max_state_rms is not None:
             init, flags = tbptt.guard_states(init, self.lrti.max_state_rms)
             flagged = int(flags.sum())
@@ -277,6 +279,8 @@ class LRTIModel(VideoRecurrentModel):
             self.log_dict['cache_long_mib'] = long_bytes / _MIB
             self.log_dict['cache_windows_mib'] = (init.nbytes if init is not None else 0) / _MIB
             self.log_dict['long_pass_share'] = t_long / t_iter if t_iter > 0 else 0.0
+            if rms_max is not None:
+                self.log_dict['state_rms'] = rms_max
         if self.lrti.max_state_rms is not None:
             self.log_dict['guard_windows'] = float(flagged)
             self.log_dict['guard_total'] = float(self.guard_total)
