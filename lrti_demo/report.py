@@ -222,7 +222,8 @@ def write_report(out_dir: str, scores: dict, logs: Mapping[str, str], train_seco
                           for c, arms_ in scores['clips'].items()},
                    per_frame_psnr={c: {a: s['per_frame_psnr'] for a, s in arms_.items()}
                                    for c, arms_ in scores['clips'].items()},
-                   train_seconds={a: round(s, 1) for a, s in train_seconds.items()}, settings=dict(settings))
+                   train_seconds={a: round(s, 1) for a, s in train_seconds.items()}, settings=dict(settings),
+                   train_logs=dict(logs))
     with open(os.path.join(out_dir, 'report.json'), 'w') as f:
         json.dump(summary, f, indent=1)
     lines = ['# lrti_plugin demo report', '']

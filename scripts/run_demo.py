@@ -131,7 +131,8 @@ def main() -> None:
         seconds[arm] = run_runner('train', train_yml, os.getcwd(), os.path.join(out, f'train_{arm}.log'))
         print(f'[demo] {arm}: training took {seconds[arm]:.0f} s', flush=True)
         exp = os.path.join(os.getcwd(), 'experiments', train_opt['name'])
-        logs[arm] = os.path.join(exp, sorted(f for f in os.listdir(exp) if f.startswith('train_'))[-1])
+        train_logs = sorted(f for f in os.listdir(exp) if f.startswith('train_') and f.endswith('.log'))
+        logs[arm] = os.path.join(exp, train_logs[-1])
 
         test_opt = demo_options(TEST_OPT, data_dir, args.split, {
             'path.pretrain_network_g': os.path.join(exp, 'models', 'net_g_latest.pth'),

@@ -28,6 +28,10 @@ def test_tiny_demo_reports_both_arms_and_fails_below_bicubic(tmp_path):
     assert comparison is not None and comparison.shape[1] == 4 * (2 * 96 + 4)  # bicubic | plain | lrti | gt
     for png in ('per_frame.png', 'training_curve.png'):
         assert cv2.imread(str(out / png)) is not None
+    from lrti_demo.report import parse_train_log  # the curve is drawn from each arm's training log
+    assert set(report['train_logs']) == {'plain', 'lrti'}
+    for log in report['train_logs'].values():
+        assert len(parse_train_log(log)['loss']['l_pix']) == 2, log
     md = (out / 'report.md').read_text()
     assert 'LRTI minus plain' in md
     beaten = [a for a in ('plain', 'lrti') if report[a]['psnr'] > report['bicubic']['psnr']]
