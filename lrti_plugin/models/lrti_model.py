@@ -90,8 +90,9 @@ class LRTIModel(VideoRecurrentModel):
         train.grad_clip_norm: clip the gradients' global L2 norm to this before each step (null: no
             clipping). Default: null.
         train.skip_nonfinite: skip the optimiser step (and count it in the log as ``skipped_steps``)
-            when the loss or, without a float16 GradScaler (which skips such steps itself), the
-            gradient norm is not finite, instead of writing nan/inf into the weights. Default: true.
+            when the gradient norm (after DDP's all-reduce, so every rank decides alike) is not finite,
+            e.g. after a non-finite loss, instead of writing nan/inf into the weights. A float16
+            GradScaler skips such steps itself; they are counted too. Default: true.
         val.flip_seq, val.metrics, val.save_img: as in BasicSR; images are saved during training
             too, as ``visualization/<dataset>/<clip>/<frame>_<iter>.png``.
         find_unused_parameters: passed to DDP (set automatically when ``fix_flow`` is used).
@@ -258,6 +259,11 @@ class LRTIModel(VideoRecurrentModel):
                 get_root_logger().warning(f'LRTI state guard: {flagged} of {flags.numel()} windows have boundary '
                                           f'states above max_state_rms={self.lrti.max_state_rms} or non-finite: '
                                           f'{self.lrti.guard_action} (total {self.guard_total}).')
+        if self.lrti.guard_action == 'skip' and self.opt.get('dist') and dist.is_initialized():
+            # Every rank must skip together (a rank that skips backward would stall the others' all-reduce).
+            count = torch.tensor(float(flagged), device=self.device)
+            dist.all_reduce(count)
+            flagged = int(count.item())
         if flagged and self.lrti.guard_action == 'skip':
             self.skipped_steps += 1
             self.log_dict = OrderedDict(guard_windows=float(flagged), guard_total=float(self.guard_total),
@@ -298,9 +304,8 @@ class LRTIModel(VideoRecurrentModel):
         self.output = output.detach()
         loss = sum(loss_dict.values())
         scaled = self.grad_scaler.is_enabled()  # float16: the scaler skips non-finite steps and backs off
-        if self.skip_nonfinite and not scaled and not bool(torch.isfinite(loss.detach())):
-            self._skip_step('loss', loss)
-            return loss_dict
+        # Backward always runs (under DDP every rank must reach the gradient all-reduce); a non-finite loss gives a
+        # non-finite gradient norm, the same on every rank after the all-reduce, so all ranks skip together.
         self.grad_scaler.scale(loss).backward()
         if self.grad_clip_norm is not None or (self.skip_nonfinite and not scaled):
             self.grad_scaler.unscale_(self.optimizer_g)
@@ -322,7 +327,7 @@ class LRTIModel(VideoRecurrentModel):
         """Drop this step's gradients and count it (``train.skip_nonfinite``)."""
         self.optimizer_g.zero_grad()
         self.skipped_steps += 1
-        get_root_logger().warning(f'Non-finite {what} ({float(value)}): optimiser step skipped '
+        get_root_logger().warning(f'Non-finite {what} ({float(value.detach())}): optimiser step skipped '
                                   f'({self.skipped_steps} so far).')
 
     def _losses(self, output, gt):
