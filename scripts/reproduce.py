@@ -346,7 +346,12 @@ def parse_logs(exp_dir: str) -> tuple:
                     pending['metrics'].setdefault(mv.group(1), float(mv.group(2)))
         if first is not None:
             offset += last - first
-    return [p for p in points if p['metrics']], offset
+    # BasicSR validates again after the last iteration: keep one point per iteration (the first).
+    unique = {}
+    for p in points:
+        if p['metrics']:
+            unique.setdefault(p['iter'], p)
+    return list(unique.values()), offset
 
 
 def _stats(values: list) -> dict:
