@@ -404,7 +404,9 @@ def build_report(camp: dict, out: str, state: State, runs: dict, reference: dict
 
 def write_markdown(camp: dict, out: str, report: dict) -> str:
     lines = [f'# Campaign `{camp["name"]}`', '', f'Seeds {camp["seeds"]}; mean ± sample std over the seeds that '
-             'finished (their count in brackets); per-seed values last.', '']
+             'finished (their count in brackets; no spread with one); per-seed values last. Seconds per supervised '
+             'frame and wall times include validation and are comparable only between runs that had the machine '
+             'to themselves.', '']
     for test in camp.get('test') or {}:
         lines += [f'## {test}', '', '| arm | Y-PSNR | Y-SSIM | RGB PSNR | Δ Y-PSNR vs reference | s / supervised frame '
                   '| peak RSS (MiB) | per seed (Y-PSNR) |', '|---|---|---|---|---|---|---|---|']
@@ -423,7 +425,8 @@ def write_markdown(camp: dict, out: str, report: dict) -> str:
             per_seed = ', '.join(f's{k}: {v["eval"][test]["psnr_y"]:.4f}' for k, v in entry['seeds'].items()
                                  if test in v['eval'])
             cost_cells = f'{cost["mean"]:.3f} | {entry["summary"]["peak_rss_mib"]:.0f}' if cost else ' | '
-            lines.append(f'| {entry["label"]} | {s["psnr_y"]["mean"]:.4f} ± {s["psnr_y"]["std"]:.4f} '
+            spread = f' ± {s["psnr_y"]["std"]:.4f}' if s['psnr_y']['n'] > 1 else ''
+            lines.append(f'| {entry["label"]} | {s["psnr_y"]["mean"]:.4f}{spread} '
                          f'({s["psnr_y"]["n"]}) | {s["ssim_y"]["mean"]:.4f} | {s["psnr"]["mean"]:.4f} | {delta} | '
                          f'{cost_cells} | {per_seed} |')
         lines.append('')
