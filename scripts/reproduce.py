@@ -33,7 +33,8 @@ Paths are relative to the current directory (run it from the repository root). E
   band = min..max), ``per_frame_<set>.png`` (PSNR per frame index of each test clip).
 
 Resumable: a run whose ``net_g_latest.pth`` exists is trained; one whose ``eval_<set>.json`` exists is
-scored; anything else continues where it stopped (BasicSR's ``--auto_resume``), also after a kill, across
+scored (and counts as trained: a campaign folder kept without its weights, e.g. copied from ``docs/results``,
+is not trained again); anything else continues where it stopped (BasicSR's ``--auto_resume``), also after a kill, across
 sessions. The runs go seed-major (every arm of the first seed, then the next seed), so a stopped campaign
 has comparable partial results.
 """
@@ -568,14 +569,16 @@ def run_campaign(args) -> int:
             exp = experiment_dir(run_dir, opt['name'])
             weights = os.path.join(exp, 'models', 'net_g_latest.pth')
             record = state.run(opt['name'])
-            if not args.report and not os.path.isfile(weights):
+            # Scored on every test set: finished, also where only the small files were kept (no weights).
+            scored = bool(tests) and all(os.path.isfile(os.path.join(run_dir, f'eval_{n}.json')) for n in tests)
+            if not args.report and not os.path.isfile(weights) and not scored:
                 train_run(run_dir, opt, record, state, args.threads)
             info = {'frames_per_iter': supervised_frames(opt), 'total_iter': int(opt['train']['total_iter']),
-                    'finished': os.path.isfile(weights)}
+                    'finished': os.path.isfile(weights) or scored}
             if os.path.isdir(exp):
                 info['validation'], info['train_wall_s'] = parse_logs(exp)
-            if os.path.isfile(weights) and tests and not args.no_eval:
-                if args.report:
+            if (os.path.isfile(weights) or scored) and tests and not args.no_eval:
+                if args.report or scored:
                     info['eval'] = {n: json.load(open(p)) for n in tests
                                     if os.path.isfile(p := os.path.join(run_dir, f'eval_{n}.json'))}
                 else:
