@@ -77,6 +77,9 @@ def _init_dist_any_device(launcher, backend=None, **kwargs):
     import torch
     import torch.distributed as dist
 
+    if launcher == 'slurm' and 'SLURM_PROCID' not in os.environ:
+        raise ValueError('--launcher slurm: SLURM_PROCID is not set (not inside a SLURM job step); start the '
+                         'job with srun, or use torchrun ... --launcher pytorch')
     if launcher != 'pytorch':
         from basicsr.utils.dist_util import init_dist
         return init_dist(launcher, backend=backend or 'nccl', **kwargs)

@@ -143,3 +143,35 @@ def test_schedule_shorter_than_training_is_rejected(tiny_data, tmp_path, device)
         build_model(tiny_data, tmp_path, device, {'train.scheduler.periods': [2], 'train.total_iter': 4})
     model = build_model(tiny_data, tmp_path, device)
     assert model.opt['train']['scheduler']['type'] == 'CosineAnnealingRestartLR', 'options must not be mutated'
+
+
+def test_only_rank_0_writes_checkpoints(tiny_data, tmp_path, device, monkeypatch):
+    import basicsr.utils.dist_util as dist_util
+
+    model = build_model(tiny_data, tmp_path, device)
+    monkeypatch.setattr(dist_util, 'get_dist_info', lambda: (1, 2))  # this process is rank 1 of 2
+    model.save(epoch=0, current_iter=3)
+    assert list((tmp_path / 'exp' / 'models').iterdir()) == []
+    assert list((tmp_path / 'exp' / 'states').iterdir()) == []
+    monkeypatch.setattr(dist_util, 'get_dist_info', lambda: (0, 2))
+    model.save(epoch=0, current_iter=3)
+    assert (tmp_path / 'exp' / 'models' / 'net_g_3.pth').is_file()
+    assert (tmp_path / 'exp' / 'states' / '3.state').is_file()
+
+
+def test_lrti_under_data_parallel_is_refused_with_the_ddp_command(tiny_data, tmp_path, device):
+    from conftest import to_lrti
+
+    opt = to_lrti(tiny_options(tiny_data, 'dp'))
+    opt.update(is_train=True, dist=False, num_gpu=2)
+    with pytest.raises(ValueError, match=r'DataParallel \(num_gpu: 2 without a launcher\).*torchrun '
+                                         r'--nproc_per_node=2 -m lrti_plugin.train'):
+        LRTIModel(opt)
+
+
+def test_slurm_launcher_outside_slurm_is_one_clear_error(monkeypatch):
+    from lrti_plugin._compat import _init_dist_any_device
+
+    monkeypatch.delenv('SLURM_PROCID', raising=False)
+    with pytest.raises(ValueError, match='--launcher slurm: SLURM_PROCID is not set'):
+        _init_dist_any_device('slurm')

@@ -378,14 +378,14 @@ def test_float16_grad_scaler_skips_bad_steps_and_resumes(tmp_path, device):
 
     model.save_training_state(epoch=0, current_iter=2)
     state = torch.load(tmp_path / 'exp' / 'states' / '2.state', map_location='cpu', weights_only=False)
-    fresh = lrti_model(tmp_path, device, overrides={'train.use_amp': True})
+    fresh = lrti_model(tmp_path, device, overrides={'train.use_amp': True, 'train.amp_dtype': 'float16'})
     fresh.resume_training(state)
     assert fresh.grad_scaler.get_scale() == scale / 2
     assert fresh.grad_scaler.state_dict() == model.grad_scaler.state_dict()
 
 
 @pytest.mark.parametrize('resume_amp, saved_scaler, warning', [
-    ({'train.use_amp': True}, False, 'no GradScaler state'),
+    ({'train.use_amp': True, 'train.amp_dtype': 'float16'}, False, 'no GradScaler state'),
     ({}, True, 'GradScaler state but float16 mixed precision is off'),
     ({'train.use_amp': True, 'train.amp_dtype': 'bfloat16'}, True, 'GradScaler state but float16'),
 ])

@@ -282,3 +282,20 @@ def test_bad_option_combinations_raise():
     q = torch.zeros(1, 2, 4)
     with pytest.raises(ValueError, match='attn'):
         window_attention(q, q, q, attn='sparse')
+
+
+def test_relu2_attention_cannot_overflow_under_float16_autocast():
+    """Unnormalised relu2 weights exceed float16's range (65504) long before the scores do: the output
+    must stay finite and match float32 where a float16 ``weights @ v`` would give inf."""
+    from lrti_plugin.archs.ritb_arch import InterFrameWindowAttention
+
+    torch.manual_seed(0)
+    attn = InterFrameWindowAttention(C, HEADS, WS, shift=0, attn='relu2', attn_norm=False, qkv_bias=True)
+    x, h1, h2 = (t.permute(0, 2, 3, 1) * 8 for t in _inputs(h=WS, w=WS))  # (B, H, W, C), large activations
+    with torch.no_grad():
+        want = attn(x, h1, h2)
+        assert want.abs().max() > 65504  # beyond float16: a float16 ``weights @ v`` gives inf
+        with torch.autocast('cpu', dtype=torch.float16):
+            got = attn(x.half(), h1.half(), h2.half())
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2 * float(want.abs().max()))

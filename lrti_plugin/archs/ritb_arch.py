@@ -46,7 +46,9 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
     """Attention of ``Nq`` queries over ``Nk`` keys with an additive bias and a boolean mask.
 
     Scores and weights are computed in float32 (float64 for float64 inputs) with autocast disabled,
-    whatever the input dtype; ``weights @ v`` runs in ``v``'s dtype. Masked-out keys get exactly
+    whatever the input dtype. ``weights @ v`` runs in ``v``'s dtype, except float16: unnormalised relu2
+    weights overflow its range (scores of 256 give weights of 65536 > 65504; a sum over keys much
+    sooner), so there it runs in float32 and the output stays float32. Masked-out keys get exactly
     zero weight, and a row with no allowed key gives zero weights and a zero output (never NaN),
     for both activations.
 
@@ -61,7 +63,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
         eps: See ``normalize``.
 
     Returns:
-        out: (..., Nq, dv) in ``v``'s dtype.
+        out: (..., Nq, dv) in ``v``'s dtype (float32 for float16 ``v``).
         weights: (..., Nq, Nk) float32 (float64) attention weights.
     """
     _check_choice('attn', attn, _ATTN)
@@ -78,7 +80,9 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
                 weights = weights / (weights.sum(-1, keepdim=True) + eps)
         else:
             weights = _masked_softmax(scores, mask)
-    return weights.to(v.dtype) @ v, weights
+        out_dtype = torch.float32 if v.dtype == torch.float16 else v.dtype
+        out = weights.to(out_dtype) @ v.to(out_dtype)
+    return out, weights
 
 
 def _masked_softmax(scores: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -158,7 +162,13 @@ class InterFrameWindowAttention(nn.Module):
         k, v = kv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # (B, nW, nH, Nk, d) each
         mask = window_region_mask(h, w, ws, s, _NUM_FRAMES, x.device)  # (nW, 1, Nq, Nk) or None
         out, _ = window_attention(q, k, v, self.position_bias(), mask, self.attn, self.attn_norm)
-        out = self.proj(out.transpose(2, 3).reshape(b, nw, nq, c))  # (B, nW, Nq, C)
+        out = out.transpose(2, 3).reshape(b, nw, nq, c)  # (B, nW, Nq, C)
+        if out.dtype == torch.float32 and v.dtype == torch.float16:
+            # float16 autocast: the unnormalised output may exceed float16's range; project it in float32.
+            with torch.autocast(device_type=out.device.type, enabled=False):
+                out = self.proj(out)
+        else:
+            out = self.proj(out)
         out = windows_to_frame(out, ws, hp, wp)  # (B, Hp, Wp, C)
         if s:
             out = torch.roll(out, shifts=(s, s), dims=(1, 2))  # (B, Hp, Wp, C)

@@ -81,7 +81,8 @@ class LRTIModel(VideoRecurrentModel):
             (``long_frames``, ``clip_frames``, ``num_clips``). Absent: plain clips, as BasicSR trains.
         train.use_amp, train.amp_dtype: mixed precision on any device (autocast in ``float16`` with a
             GradScaler saved in the training state, or ``bfloat16``), see
-            :func:`~lrti_plugin.models.lrti_options.parse_amp`. Default: false, float16.
+            :func:`~lrti_plugin.models.lrti_options.parse_amp`. Default: false, ``auto`` (bfloat16 where
+            the device has it).
         train.optim_g.type: ``Adam`` or ``AdamW``.
         train.ema_decay: > 0 keeps an EMA copy, used for validation and saved as ``params_ema``.
         train.fix_flow: freeze parameters whose name contains ``spynet``/``edvr`` while
@@ -111,6 +112,12 @@ class LRTIModel(VideoRecurrentModel):
     def __init__(self, opt):
         # Parsed before anything is built, so a bad block fails at once.
         self.lrti = LRTIOptions.from_options(opt) if opt.get('is_train') else None
+        num_gpu = opt.get('num_gpu', 0)
+        if self.lrti is not None and not opt.get('dist') and isinstance(num_gpu, int) and num_gpu > 1:
+            # DataParallel would scatter the windows but replicate their BoundaryStates whole.
+            raise ValueError(f'train.lrti does not run under DataParallel (num_gpu: {num_gpu} without a launcher): '
+                             f'use DDP, e.g. torchrun --nproc_per_node={num_gpu} -m lrti_plugin.train -opt FILE '
+                             '--launcher pytorch (or set num_gpu: 1)')
         if opt.get('dist') and opt.get('is_train') and opt['train'].get('fix_flow'):
             # Frozen parameters receive no gradient: DDP must be told, or its reducer raises.
             opt['find_unused_parameters'] = True
@@ -187,7 +194,7 @@ class LRTIModel(VideoRecurrentModel):
     def init_training_settings(self):
         super().init_training_settings()
         logger = get_root_logger()
-        self.amp_dtype = parse_amp(self.opt['train'])
+        self.amp_dtype = parse_amp(self.opt['train'], self.device)
         if self.amp_dtype is not None:
             logger.info(f'Mixed precision: autocast to {self.amp_dtype} on {self.device.type}.')
             if self.amp_dtype == torch.float16 and self.device.type == 'cpu':
@@ -197,6 +204,7 @@ class LRTIModel(VideoRecurrentModel):
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.grad_clip_norm, self.skip_nonfinite = _parse_step_guards(self.opt['train'])
         self.skipped_steps = 0
+        self.nonfinite_losses = 0
         self.guard_total = 0
         if self.lrti is None:
             return
@@ -229,7 +237,7 @@ class LRTIModel(VideoRecurrentModel):
         self._apply_fix_flow(current_iter)
         if self.lrti is None:
             self.log_dict = self.reduce_loss_dict(self._train_step(self.lq, self.gt))
-            self.log_dict['skipped_steps'] = float(self.skipped_steps)
+            self._log_step_counts()
             return
         if self.starts is None:
             raise ValueError('train.lrti is set but the training batch has no starts: use a long-clip train '
@@ -279,7 +287,7 @@ class LRTIModel(VideoRecurrentModel):
             self.output = torch.cat(outputs)  # (N*B, T, 3, sH, sW)
         loss_dict = {k: torch.stack([d[k] for d in loss_dicts]).mean() for k in loss_dicts[0]}
         self.log_dict = self.reduce_loss_dict(loss_dict)
-        self.log_dict['skipped_steps'] = float(self.skipped_steps)
+        self._log_step_counts()
         if timed:
             t_iter = self._clock(timed) - t_start
             self.log_dict['cache_long_mib'] = long_bytes / _MIB
@@ -303,6 +311,8 @@ class LRTIModel(VideoRecurrentModel):
         loss_dict = self._losses(output.float(), gts)
         self.output = output.detach()
         loss = sum(loss_dict.values())
+        if not bool(torch.isfinite(loss.detach())):
+            self.nonfinite_losses += 1
         scaled = self.grad_scaler.is_enabled()  # float16: the scaler skips non-finite steps and backs off
         # Backward always runs (under DDP every rank must reach the gradient all-reduce); a non-finite loss gives a
         # non-finite gradient norm, the same on every rank after the all-reduce, so all ranks skip together.
@@ -322,6 +332,11 @@ class LRTIModel(VideoRecurrentModel):
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
         return loss_dict
+
+    def _log_step_counts(self):
+        """Add the run's counts of skipped optimiser steps and non-finite losses (this process) to the log."""
+        self.log_dict['skipped_steps'] = float(self.skipped_steps)
+        self.log_dict['nonfinite_losses'] = float(self.nonfinite_losses)
 
     def _skip_step(self, what, value):
         """Drop this step's gradients and count it (``train.skip_nonfinite``)."""
@@ -440,6 +455,7 @@ class LRTIModel(VideoRecurrentModel):
                     self.metric_results[clip][idx, m] += calculate_metric(metric_data, opt_)
 
     # ---------------------------------------------------------------- saving
+    @master_only
     def save_network(self, net, net_label, current_iter, param_key='params'):
         nets = net if isinstance(net, list) else [net]
         keys = param_key if isinstance(param_key, list) else [param_key]

@@ -7,7 +7,7 @@ the two can never disagree. A full block with its defaults::
 
     train:
       use_amp: false          # mixed precision (see parse_amp); applies with or without lrti
-      amp_dtype: float16      # float16 (with a GradScaler) | bfloat16
+      amp_dtype: auto         # auto (bfloat16 where supported, else float16) | float16 (GradScaler) | bfloat16
       lrti:
         mode: batch           # batch | sequential
         init: cached          # cached | zeros
@@ -131,29 +131,45 @@ class LRTIOptions:
         return cls(**{k: dataset[k] for k in _GEOMETRY}, **block)
 
 
-def parse_amp(train_opt: Mapping) -> Optional[torch.dtype]:
-    """``train.use_amp`` (default False) and ``train.amp_dtype`` (default ``float16``): mixed precision.
+def parse_amp(train_opt: Mapping, device: Optional[torch.device] = None) -> Optional[torch.dtype]:
+    """``train.use_amp`` (default False) and ``train.amp_dtype`` (default ``auto``): mixed precision.
 
     They live in ``train`` rather than in ``train.lrti`` because they apply to plain training too (an
     ablation must not change the precision). With ``use_amp`` every training forward pass (the long
     pass included) runs under ``torch.amp.autocast`` on the model's device, in ``amp_dtype``, on a CPU
     as on a GPU. ``float16`` also gets a ``torch.amp.GradScaler`` (its state is saved in the training
-    state); ``bfloat16`` has float32's range and needs none. Few CPUs have fast float16 kernels: use
-    ``bfloat16`` there.
+    state); ``bfloat16`` has float32's range and needs none. ``auto`` is ``bfloat16`` where the device
+    supports it (CPUs, CUDA GPUs from Ampere on) and ``float16`` elsewhere (older GPUs).
+
+    Args:
+        train_opt: The ``train`` block.
+        device: The model's device (resolves ``auto``; default CPU).
 
     Returns:
         torch.dtype | None: the autocast dtype, or None when mixed precision is off.
 
     Raises:
-        ValueError: ``use_amp`` is not a bool, or ``amp_dtype`` is not ``float16``/``bfloat16``.
+        ValueError: ``use_amp`` is not a bool, or ``amp_dtype`` is not ``auto``/``float16``/``bfloat16``.
     """
     value = train_opt.get('use_amp', False)
     if not isinstance(value, bool):
         raise ValueError(f'train.use_amp: expected bool, got {type(value).__name__} ({value!r})')
-    name = train_opt.get('amp_dtype', 'float16')
-    if name not in _AMP_DTYPES:
-        raise ValueError(f'train.amp_dtype: expected one of {" | ".join(_AMP_DTYPES)}, got {name!r}')
-    return _AMP_DTYPES[name] if value else None
+    name = train_opt.get('amp_dtype', 'auto')
+    if name != 'auto' and name not in _AMP_DTYPES:
+        raise ValueError(f'train.amp_dtype: expected one of auto | {" | ".join(_AMP_DTYPES)}, got {name!r}')
+    if not value:
+        return None
+    if name == 'auto':
+        return torch.bfloat16 if bf16_supported(device) else torch.float16
+    return _AMP_DTYPES[name]
+
+
+def bf16_supported(device: Optional[torch.device] = None) -> bool:
+    """Whether autocast in bfloat16 is native on ``device`` (CPU: yes; CUDA: compute capability >= 8.0)."""
+    device = torch.device(device if device is not None else 'cpu')
+    if device.type == 'cuda':
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return True
 
 
 def _is_int(value) -> bool:
