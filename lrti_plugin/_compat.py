@@ -4,37 +4,28 @@ Two kinds of fixes live here:
 
 * :func:`install_functional_tensor_shim` runs at import time of the package (basicsr cannot be
   imported without it on torchvision >= 0.17).
-* :func:`patch_basicsr_runners` is applied only by our entry points (``lrti_plugin.train`` /
-  ``lrti_plugin.test``) before they call BasicSR's own ``train_pipeline`` / ``test_pipeline``.
-  It replaces two module-level functions of BasicSR's runner whose bodies hard-code CUDA.
+* :func:`patch_basicsr_runners` runs at import time of the package too (BasicSR's own runner imports
+  the plugin while it reads the options). It replaces two module-level functions of BasicSR's runner
+  whose bodies hard-code CUDA.
 
 Model-level defects (validation metrics on a hard-coded CUDA device, DDP ``device_ids``) are fixed in
 :class:`lrti_plugin.models.lrti_model.LRTIModel`, which overrides the offending hooks.
 """
 import os
 import sys
-import types
 
 
 def install_functional_tensor_shim():
-    """Register ``torchvision.transforms.functional_tensor`` if torchvision no longer has it.
+    """Make ``torchvision.transforms.functional_tensor`` importable if torchvision no longer has it.
 
     Answers ``basicsr/data/degradations.py``: ``from torchvision.transforms.functional_tensor import
-    rgb_to_grayscale`` (the module was removed in torchvision 0.17).
+    rgb_to_grayscale`` (the module was removed in torchvision 0.17). The finder lives in the top-level
+    module :mod:`lrti_plugin_startup`, whose ``.pth`` start-up hook also installs it in processes that
+    import BasicSR before the plugin (BasicSR's own ``basicsr/train.py``).
     """
-    name = 'torchvision.transforms.functional_tensor'
-    if name in sys.modules:
-        return
-    try:
-        import torchvision.transforms.functional_tensor  # noqa: F401
-        return
-    except ImportError:
-        pass
-    from torchvision.transforms import functional
+    import lrti_plugin_startup
 
-    shim = types.ModuleType(name)
-    shim.rgb_to_grayscale = functional.rgb_to_grayscale
-    sys.modules[name] = shim
+    lrti_plugin_startup.install()
 
 
 def _load_resume_state_any_device(opt):
@@ -93,9 +84,26 @@ def _init_dist_any_device(launcher, backend=None, **kwargs):
 
 
 def patch_basicsr_runners():
-    """Make BasicSR's ``train_pipeline``/``test_pipeline`` work on CPU (resume, DDP). Idempotent."""
+    """Make BasicSR's ``train_pipeline``/``test_pipeline`` work on CPU (resume, DDP). Idempotent.
+
+    Applied when the plugin is imported, which BasicSR's own ``python basicsr/train.py -opt FILE`` does
+    while it reads the options (their ``plugin:`` tag), before it resumes or starts a process group.
+    There the runner is the ``__main__`` module, not ``basicsr.train``: its ``load_resume_state`` is
+    replaced too.
+    """
     import basicsr.train
     import basicsr.utils.options
 
     basicsr.train.load_resume_state = _load_resume_state_any_device
     basicsr.utils.options.init_dist = _init_dist_any_device
+    main = sys.modules.get('__main__')
+    if _is_basicsr_train_script(getattr(main, '__file__', None)) and hasattr(main, 'load_resume_state'):
+        main.load_resume_state = _load_resume_state_any_device
+
+
+def _is_basicsr_train_script(path) -> bool:
+    """Whether ``path`` is BasicSR's ``basicsr/train.py`` (installed or in a BasicSR checkout)."""
+    if not path:
+        return False
+    path = os.path.abspath(path)
+    return os.path.basename(path) == 'train.py' and os.path.basename(os.path.dirname(path)) == 'basicsr'

@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -151,33 +150,42 @@ def test_kill_then_auto_resume(tiny_data, tmp_path):
     assert (states / f'{saved[-1] + 2}.state').is_file()
 
 
-def test_basicsr_own_runner_loads_plugin_from_options(tiny_data, tmp_path):
-    """BasicSR's train_pipeline, in a process that never imports lrti_plugin, runs our components.
+def test_basicsr_own_train_py_trains_and_resumes_on_cpu(tiny_data, tmp_path):
+    """The literal command: ``python basicsr/train.py -opt FILE`` runs BasicSR's own file, with nothing imported
+    beforehand and no PYTHONPATH: the start-up hook (lrti_plugin_startup.pth) lets ``import basicsr`` succeed, the
+    options' ``plugin:`` tag imports the plugin, and ``--auto_resume`` resumes on a CPU.
 
-    The options' ``plugin: !!python/name:lrti_plugin.__version__`` key imports the plugin. The script
-    registers the torchvision shim itself, as an environment where basicsr imports on its own would.
+    BasicSR's runner writes ``experiments/`` next to its ``basicsr/`` folder, so its file is copied into a
+    BasicSR-checkout-like folder here (as users run it from a BasicSR clone).
     """
+    import basicsr
+
+    import lrti_plugin_startup
+
+    assert os.path.isfile(lrti_plugin_startup.pth_path()), (
+        'the start-up hook is not installed in this environment: run `make venv` or '
+        '`python -m lrti_plugin_startup install`')
+    checkout = tmp_path / 'BasicSR'
+    (checkout / 'basicsr').mkdir(parents=True)
+    script = checkout / 'basicsr' / 'train.py'
+    script.write_bytes((Path(basicsr.__file__).parent / 'train.py').read_bytes())
     name = 'e2e_basicsr_runner'
-    yml = dump_options(tiny_options(tiny_data, name, {'train.total_iter': 2, 'val.val_freq': 2}),
-                       str(tmp_path / 'train.yml'))
-    script = textwrap.dedent(f"""
-        import sys, types
-        import torchvision.transforms.functional as F
-        shim = types.ModuleType('torchvision.transforms.functional_tensor')
-        shim.rgb_to_grayscale = F.rgb_to_grayscale
-        sys.modules[shim.__name__] = shim
-        import basicsr.train
-        assert 'lrti_plugin' not in sys.modules
-        sys.argv = ['basicsr/train.py', '-opt', {yml!r}]
-        basicsr.train.train_pipeline({str(tmp_path)!r})
-        assert 'lrti_plugin' in sys.modules
-    """)
-    proc = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, 'PYTHONPATH': str(REPO)})
-    _check(proc)
-    log = _train_log(tmp_path, name)
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+
+    def run(total_iter, *args):
+        opt = tiny_options(tiny_data, name, {'train.total_iter': total_iter, 'train.scheduler.periods': [4],
+                                             'val.val_freq': 2, 'logger.save_checkpoint_freq': 2})
+        yml = dump_options(opt, str(tmp_path / 'train.yml'))
+        return subprocess.run([sys.executable, str(script), '-opt', yml, *args], cwd=checkout, capture_output=True,
+                              text=True, timeout=600, env=env)
+
+    _check(run(2))
+    _check(run(4, '--auto_resume'))
+    log = _train_log(checkout, name)
     assert 'Model [LRTIModel] is created.' in log and 'Network [LRTIBasicVSR] is created.' in log
-    assert (_experiment(tmp_path, name) / 'models' / 'net_g_latest.pth').is_file()
+    assert 'Resuming training from epoch: 0, iter: 2.' in log
+    models = _experiment(checkout, name) / 'models'
+    assert (models / 'net_g_4.pth').is_file() and (models / 'net_g_latest.pth').is_file()
 
 
 @pytest.mark.parametrize('override, culprit', [
