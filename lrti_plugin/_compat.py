@@ -35,7 +35,6 @@ def _load_resume_state_any_device(opt):
     which crashes on a machine without CUDA. The state is loaded onto
     the CPU; optimizers move their tensors to the parameters' device in ``load_state_dict``.
     """
-    import torch
     from basicsr.utils import check_resume, scandir
 
     resume_state_path = None
@@ -51,9 +50,9 @@ def _load_resume_state_any_device(opt):
         resume_state_path = opt['path']['resume_state']
     if resume_state_path is None:
         return None
-    if not os.path.isfile(resume_state_path):
-        raise FileNotFoundError(f'path.resume_state: no training state at {resume_state_path!r}')
-    resume_state = torch.load(resume_state_path, map_location='cpu', weights_only=False)
+    from lrti_plugin.utils.checkpoint import read_checkpoint
+
+    resume_state = read_checkpoint(resume_state_path, 'path.resume_state', weights_only=False)
     check_resume(opt, resume_state['iter'])
     return resume_state
 

@@ -25,9 +25,24 @@ def run(pipeline_name: str, root_path: str | None = None) -> None:
         from basicsr.test import test_pipeline as pipeline
     root_path = os.path.abspath(root_path or os.getcwd())
     try:
+        _check_options_file(sys.argv[1:])  # a typo fails here, before any dataset or network is built
         pipeline(root_path)
     except USER_ERRORS as err:
         if os.environ.get('LRTI_TRACEBACK'):
             raise
         prog = 'lrti_plugin.' + pipeline_name.split('_')[0]
-        sys.exit(f'{prog}: error: {type(err).__name__}: {err}\n(set LRTI_TRACEBACK=1 for the traceback)')
+        message = ' '.join(str(err).split())  # one line, whatever the exception put in it
+        sys.exit(f'{prog}: error: {message} [{type(err).__name__}; LRTI_TRACEBACK=1 shows the traceback]')
+
+
+def _check_options_file(argv) -> None:
+    """Check the ``-opt`` file's keys and types (:mod:`lrti_plugin.utils.option_check`); BasicSR parses argv."""
+    from lrti_plugin.utils.option_check import check_options
+    from lrti_plugin.utils.options import load_options
+
+    if '-opt' not in argv or argv.index('-opt') + 1 >= len(argv):
+        return  # BasicSR's parser prints the usage
+    path = argv[argv.index('-opt') + 1]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'-opt: no options file at {path!r}')
+    check_options(load_options(path), path)

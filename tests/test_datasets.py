@@ -124,7 +124,7 @@ def test_size_checks_at_construction(data):
         LRTIRecurrentDataset(_train_opt(data, 'disk', gt_size=36))
     with pytest.raises(ValueError, match='not a multiple of scale'):
         LRTIRecurrentDataset(_train_opt(data, 'disk', gt_size=30))
-    with pytest.raises(ValueError, match="unknown option 'use_filp'"):
+    with pytest.raises(ValueError, match="LRTIRecurrentDataset.use_filp: unknown key; did you mean use_hflip[?]"):
         LRTIRecurrentDataset(_train_opt(data, 'disk', use_filp=True))
 
 

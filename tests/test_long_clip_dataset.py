@@ -186,7 +186,7 @@ def test_short_clips_skip_or_whole(data, caplog):
     ({'clip_frames': None}, r"option 'clip_frames' is required"),
     ({'window_sampling': 'uniform'}, r"'window_sampling' must be one of \['random', 'even'\]"),
     ({'short_clips': 'pad'}, r"'short_clips' must be one of \['skip', 'whole'\]"),
-    ({'num_frame': 3}, r"unknown option 'num_frame'"),
+    ({'num_frame': 3}, r"LRTILongClipDataset.num_frame: unknown key"),
     ({'gt_size': 30}, 'not a multiple of scale'),
     ({'gt_size': 36}, r"'a' \(32x32\) is smaller than gt_size=36"),
     ({'exclude_clips': ['a', 'seq/b', 'c']}, 'no clip in the meta info'),

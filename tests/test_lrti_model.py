@@ -3,14 +3,20 @@ import os
 
 import pytest
 import torch
-from conftest import tiny_options
+from conftest import tiny_options, to_lrti
 
 from lrti_plugin.models import lrti_model
 from lrti_plugin.models.lrti_model import LRTIModel
+from lrti_plugin.utils.options import apply_overrides
 
 
-def build_model(tiny_data, tmp_path, device, overrides=None, is_train=True) -> LRTIModel:
-    opt = tiny_options(tiny_data, 'unit', overrides)
+def build_model(tiny_data, tmp_path, device, overrides=None, is_train=True, lrti_geometry=None) -> LRTIModel:
+    """A tiny LRTIModel; with ``lrti_geometry`` (long_frames, clip_frames, num_clips) a long-clip train dataset
+    and a ``train.lrti`` block (its keys in ``overrides``, e.g. ``train.lrti.mode``)."""
+    opt = tiny_options(tiny_data, 'unit')
+    if lrti_geometry is not None:
+        to_lrti(opt, **lrti_geometry)
+    apply_overrides(opt, overrides or {})
     exp = tmp_path / 'exp'
     opt.update(is_train=is_train, dist=False, rank=0, world_size=1, auto_resume=False,
                num_gpu=0 if device.type == 'cpu' else 1)

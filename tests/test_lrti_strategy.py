@@ -25,9 +25,8 @@ VSRPP_TINY = dict(type='LRTIBasicVSRPP', mid_channels=8, num_blocks=1, spynet_pa
 def lrti_model(tmp_path, device, lrti=None, geometry=None, overrides=None, stub_flow=True, dtype=torch.float32):
     """An LRTIModel with ``train.lrti = lrti`` and the dataset geometry; TinyFlow in place of SpyNet."""
     geo = {**GEOMETRY, **(geometry or {})}
-    opts = {f'datasets.train.{k}': v for k, v in geo.items()}
-    opts['train.lrti'] = dict(lrti or {})
-    model = build_model(tmp_path, tmp_path, device, {**opts, **(overrides or {})})
+    model = build_model(tmp_path, tmp_path, device, {'train.lrti': dict(lrti or {}), **(overrides or {})},
+                        lrti_geometry=geo)
     if stub_flow:
         nets = [model.net_g] + ([model.net_g_ema] if hasattr(model, 'net_g_ema') else [])
         use_tiny_flow(*nets)
@@ -71,14 +70,14 @@ def tensors_of(states):
 
 # ------------------------------------------------------------------------------------------ options
 @pytest.mark.parametrize('block, geometry, match', [
-    ({'mdoe': 'batch'}, {}, "unknown key 'mdoe'"),
-    ({'clip_frames': 3}, {}, "unknown key 'clip_frames'.*datasets.train"),
+    ({'mdoe': 'batch'}, {}, 'train.lrti.mdoe: unknown key; did you mean mode[?]'),
+    ({'clip_frames': 3}, {}, r'train.lrti.clip_frames: unknown key \(the window geometry is set in datasets.train'),
     ({'mode': 'parallel'}, {}, 'train.lrti.mode.*parallel'),
-    ({'mode': 1}, {}, 'train.lrti.mode: expected str, got int'),
-    ({'long_pass_ema': 'yes'}, {}, 'train.lrti.long_pass_ema: expected bool, got str'),
+    ({'mode': 1}, {}, r"train.lrti.mode: expected one of \['batch', 'sequential'\], got 1"),
+    ({'long_pass_ema': 'yes'}, {}, "train.lrti.long_pass_ema: expected true/false, got 'yes'"),
     ({}, {'clip_frames': 7}, r'clip_frames \(7\) must not exceed datasets.train.long_frames \(5\)'),
-    ({}, {'num_clips': 0}, 'num_clips: expected >= 1, got 0'),
-    ({}, {'long_frames': 6.0}, 'long_frames: expected int, got float'),
+    ({}, {'num_clips': 0}, 'datasets.train.num_clips: expected a positive int, got 0'),
+    ({}, {'long_frames': 6.0}, 'datasets.train.long_frames: expected a positive int, got 6.0'),
 ])
 def test_bad_options_are_rejected(block, geometry, match):
     opt = {'train': {'lrti': block}, 'datasets': {'train': {**GEOMETRY, **geometry}}}
@@ -97,12 +96,12 @@ def test_options_defaults_absent_block_and_missing_geometry():
 
 
 @pytest.mark.parametrize('lrti, geometry, overrides, match', [
-    ({'bogus': 1}, {}, {}, "unknown key 'bogus'"),
+    ({'bogus': 1}, {}, {}, 'train.lrti.bogus: unknown key; known keys'),
     ({}, {'clip_frames': 9}, {}, 'clip_frames'),
     ({}, {'num_clips': 0}, {}, 'num_clips'),
     ({}, {}, {'network_g': {'type': 'BasicVSR', 'num_feat': 8, 'num_block': 1}}, "'BasicVSR'.*protocol"),
     ({'long_pass_ema': True}, {}, {}, 'ema_decay'),
-    ({}, {}, {'train.use_amp': 1}, 'train.use_amp: expected bool, got int'),
+    ({}, {}, {'train.use_amp': 1}, 'train.use_amp: expected true/false, got 1'),
     ({}, {}, {'train.use_amp': True, 'train.amp_dtype': 'fp16'}, "train.amp_dtype: .*got 'fp16'"),
 ])
 def test_model_start_up_errors(tmp_path, device, lrti, geometry, overrides, match):

@@ -188,33 +188,54 @@ def test_basicsr_own_train_py_trains_and_resumes_on_cpu(tiny_data, tmp_path):
     assert (models / 'net_g_4.pth').is_file() and (models / 'net_g_latest.pth').is_file()
 
 
+def _checkpoint(tmp_path: Path, kind: str) -> str:
+    """A checkpoint of another width (16 channels; the tiny options have 8), or a truncated one."""
+    from lrti_plugin.archs.basicvsr_arch import LRTIBasicVSR
+
+    path = tmp_path / f'{kind}.pth'
+    torch.save({'params': LRTIBasicVSR(16 if kind == 'wide' else 8, 1).state_dict()}, path)
+    if kind == 'truncated':
+        path.write_bytes(path.read_bytes()[:2000])
+    return str(path)
+
+
 @pytest.mark.parametrize('override, culprit', [
-    ({'network_g.num_fet': 8}, 'num_fet'),
+    ({'network_g.num_fet': 8}, 'network_g.num_fet: unknown key; did you mean num_feat?'),
+    ({'train.use_ampp': True}, 'train.use_ampp: unknown key; did you mean use_amp?'),
     ({'network_g.spynet_path': '/nonexistent/spynet.pth'}, '/nonexistent/spynet.pth'),
     ({'datasets.train.num_frame': 50}, 'num_frame'),
     ({'datasets.train.meta_info_file': '/nonexistent/meta.txt'}, '/nonexistent/meta.txt'),
-    ({'datasets.train.gt_sise': 64}, 'gt_sise'),
+    ({'datasets.train.gt_sise': 64}, 'datasets.train.gt_sise: unknown key; did you mean gt_size?'),
     ({'train.optim_g.type': 'Adagrad'}, 'Adagrad'),
     ({'lrti': True, 'datasets.train.clip_frames': 9}, 'clip_frames'),
-    ({'lrti': True, 'train.lrti.modes': 'batch'}, 'modes'),
+    ({'lrti': True, 'train.lrti.modes': 'batch'}, 'train.lrti.modes: unknown key; did you mean mode?'),
     ({'lrti': True, 'network_g.type': 'BasicVSR'}, 'BasicVSR'),
+    ({'path.pretrain_network_g': 'wide'}, 'wrong arch or width?'),
+    ({'path.pretrain_network_g': 'truncated'}, 'truncated.pth: unreadable'),
+    ({'launcher': 'slurm'}, '--launcher slurm: SLURM_PROCID is not set'),
 ])
-def test_bad_options_exit_nonzero_naming_the_culprit(tiny_data, tmp_path, override, culprit):
+def test_bad_options_exit_1_with_one_line_naming_the_culprit(tiny_data, tmp_path, override, culprit):
     name = 'e2e_bad'
     opt = tiny_options(tiny_data, name)
     override = dict(override)
+    args = ['--launcher', override.pop('launcher')] if 'launcher' in override else []
     if override.pop('lrti', False):
         to_lrti(opt)
     for dotted, value in override.items():  # may add a key that does not exist yet (a typo)
+        if dotted == 'path.pretrain_network_g':
+            value = _checkpoint(tmp_path, value)
+            culprit = culprit.replace('truncated.pth', value)
         *parents, last = dotted.split('.')
         node = opt
         for p in parents:
             node = node[p]
         node[last] = value
     yml = dump_options(opt, str(tmp_path / 'bad.yml'))
-    proc = run_module('lrti_plugin.train', ['-opt', yml], tmp_path)
-    assert proc.returncode != 0
-    assert culprit in proc.stderr, proc.stderr[-2000:]
+    proc = run_module('lrti_plugin.train', ['-opt', yml, *args], tmp_path)  # (no SLURM here)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('lrti_plugin.train: error: ') and culprit in last, proc.stderr[-2000:]
     models = _experiment(tmp_path, name) / 'models'
     assert not models.exists() or not list(models.iterdir()), 'no checkpoint may be written by a failed start'
 

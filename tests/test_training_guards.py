@@ -56,10 +56,10 @@ def test_state_rms_and_guard_flag_only_large_or_non_finite_windows():
 
 
 @pytest.mark.parametrize('block, match', [
-    ({'max_state_rms': 0}, 'max_state_rms: expected a positive number or null, got 0'),
+    ({'max_state_rms': 0}, 'train.lrti.max_state_rms: expected a positive number, got 0'),
     ({'max_state_rms': 'big'}, 'max_state_rms'),
     ({'max_state_rms': True}, 'max_state_rms'),
-    ({'guard_action': 'clamp'}, "guard_action: expected one of zeros | skip, got 'clamp'"),
+    ({'guard_action': 'clamp'}, r"train.lrti.guard_action: expected one of \['zeros', 'skip'\], got 'clamp'"),
 ])
 def test_bad_guard_options_are_rejected(block, match):
     with pytest.raises(ValueError, match=match):
@@ -138,8 +138,8 @@ def test_grad_clip_norm_bounds_the_gradient(tmp_path, device):
 
 
 @pytest.mark.parametrize('overrides, match', [
-    ({'train.grad_clip_norm': -1}, 'train.grad_clip_norm: expected a positive number or null, got -1'),
-    ({'train.skip_nonfinite': 'yes'}, 'train.skip_nonfinite: expected bool, got str'),
+    ({'train.grad_clip_norm': -1}, 'train.grad_clip_norm: expected a positive number, got -1'),
+    ({'train.skip_nonfinite': 'yes'}, "train.skip_nonfinite: expected true/false, got 'yes'"),
 ])
 def test_bad_step_guard_options_are_rejected(tmp_path, device, overrides, match):
     with pytest.raises(ValueError, match=match):

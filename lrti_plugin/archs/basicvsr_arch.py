@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from lrti_plugin.archs.propagation_util import BranchWalk, branch_walk, check_lr_size, extend_clip, pair_flows, select
 from lrti_plugin.state import BoundaryStates, PropagationStates, check_boundary_states
+from lrti_plugin.utils.checkpoint import load_weights
 
 # SpyNet pads H, W up to a multiple of 32 and pools 5 times; at H or W <= 32 its coarsest flow is empty.
 SPYNET_MIN_SIZE = 33
@@ -22,8 +23,12 @@ def build_spynet(spynet_path: Optional[str]) -> SpyNet:
     if spynet_path is not None and not isinstance(spynet_path, str):
         raise ValueError(f'spynet_path: expected a path or None, got {spynet_path!r}')
     if spynet_path and not os.path.isfile(spynet_path):
-        raise FileNotFoundError(f'spynet_path: no SpyNet weights file at {spynet_path!r}')
-    return SpyNet(spynet_path)
+        raise FileNotFoundError(f'spynet_path: no SpyNet weights file at {spynet_path!r} (scripts/get_weights.py '
+                                'writes it to experiments/pretrained_models/flownet/)')
+    spynet = SpyNet(None)
+    if spynet_path:
+        load_weights(spynet, spynet_path, 'params', key='spynet_path')
+    return spynet
 
 
 @ARCH_REGISTRY.register()

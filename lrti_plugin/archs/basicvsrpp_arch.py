@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from lrti_plugin.archs.basicvsr_arch import build_spynet
 from lrti_plugin.archs.propagation_util import BranchWalk, branch_walk, check_lr_size, extend_clip, pair_flows, select
 from lrti_plugin.state import BoundaryStates, PropagationStates, check_boundary_states
+from lrti_plugin.utils.validate import expect_bool, expect_int, expect_number, is_int
 
 BRANCHES = ('backward_1', 'forward_1', 'backward_2', 'forward_2')
 # BasicSR asserts this on the frames SpyNet sees (the LR input, or a same-size input downscaled x4).
@@ -229,13 +230,9 @@ def _store(x: Tensor, cache: bool) -> Tensor:
 
 def _check_args(mid_channels, num_blocks, max_residue_magnitude, is_low_res_input, cpu_cache_length) -> None:
     """ValueError naming the first bad constructor argument."""
-    if not isinstance(mid_channels, int) or mid_channels < 8 or mid_channels % 8:
+    if not is_int(mid_channels) or mid_channels < 8 or mid_channels % 8:
         raise ValueError(f'mid_channels: expected a positive multiple of 8, got {mid_channels!r}')
-    if not isinstance(num_blocks, int) or num_blocks < 0:
-        raise ValueError(f'num_blocks: expected a non-negative int, got {num_blocks!r}')
-    if not isinstance(max_residue_magnitude, (int, float)) or max_residue_magnitude <= 0:
-        raise ValueError(f'max_residue_magnitude: expected a positive number, got {max_residue_magnitude!r}')
-    if not isinstance(is_low_res_input, bool):
-        raise ValueError(f'is_low_res_input: expected true/false, got {is_low_res_input!r}')
-    if not isinstance(cpu_cache_length, int) or cpu_cache_length < 0:
-        raise ValueError(f'cpu_cache_length: expected a non-negative int, got {cpu_cache_length!r}')
+    expect_int('num_blocks', num_blocks, minimum=0)
+    expect_number('max_residue_magnitude', max_residue_magnitude, 0, low_open=True)
+    expect_bool('is_low_res_input', is_low_res_input)
+    expect_int('cpu_cache_length', cpu_cache_length, minimum=0)

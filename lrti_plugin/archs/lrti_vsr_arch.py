@@ -20,6 +20,7 @@ from lrti_plugin.archs.basicvsr_arch import SPYNET_MIN_SIZE, build_spynet
 from lrti_plugin.archs.propagation_util import BranchWalk, branch_walk, check_lr_size, extend_clip, pair_flows, select
 from lrti_plugin.archs.ritb_arch import RITBGroup
 from lrti_plugin.state import BoundaryStates, PropagationStates, check_boundary_states
+from lrti_plugin.utils.validate import expect_bool, expect_int, expect_number, is_number
 
 BRANCHES = ('backward_1', 'forward_1', 'backward_2', 'forward_2')
 
@@ -216,22 +217,13 @@ def _linear_rates(rate: float, n: int) -> List[float]:
 def _check_args(**args) -> None:
     """ValueError naming the first bad constructor argument (the string enums are checked by RITB)."""
     for key in ('num_feat', 'num_heads', 'window_size', 'num_groups', 'depth', 'mid_channels'):
-        if not _is_int(args[key]) or args[key] < 1:
-            raise ValueError(f'{key}: expected a positive int, got {args[key]!r}')
+        expect_int(key, args[key], minimum=1)
     if args['num_feat'] % args['num_heads']:
         raise ValueError(f'num_heads: must divide num_feat={args["num_feat"]}, got {args["num_heads"]}')
-    if not _is_int(args['num_extract_block']) or args['num_extract_block'] < 0:
-        raise ValueError(f'num_extract_block: expected a non-negative int, got {args["num_extract_block"]!r}')
+    expect_int('num_extract_block', args['num_extract_block'], minimum=0)
     ratio = args['mlp_ratio']
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or round(ratio * args['num_feat']) < 1:
+    if not is_number(ratio) or round(ratio * args['num_feat']) < 1:
         raise ValueError(f'mlp_ratio: expected a number giving a positive hidden width, got {ratio!r}')
     for key in ('attn_norm', 'qkv_bias', 'use_checkpoint'):
-        if not isinstance(args[key], bool):
-            raise ValueError(f'{key}: expected true/false, got {args[key]!r}')
-    rate = args['drop_path_rate']
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-        raise ValueError(f'drop_path_rate: expected a number in [0, 1), got {rate!r}')
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+        expect_bool(key, args[key])
+    expect_number('drop_path_rate', args['drop_path_rate'], 0, 1)

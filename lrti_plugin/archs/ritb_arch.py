@@ -20,6 +20,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from lrti_plugin.utils.validate import expect_choice
+
 from .window_util import (
     frames_to_windows,
     pad_to_window,
@@ -33,11 +35,6 @@ _ATTN = ('relu2', 'softmax')
 _FFN = ('gated', 'mlp')
 _GATE_ACT = ('relu2', 'sigmoid')
 _NUM_FRAMES = 3  # key frames per window: h2, h1, x
-
-
-def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f'{key}: expected one of {list(choices)}, got {value!r}')
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -66,7 +63,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
         out: (..., Nq, dv) in ``v``'s dtype (float32 for float16 ``v``).
         weights: (..., Nq, Nk) float32 (float64) attention weights.
     """
-    _check_choice('attn', attn, _ATTN)
+    expect_choice('attn', attn, _ATTN)
     dtype = torch.promote_types(q.dtype, torch.float32)
     with torch.autocast(device_type=q.device.type, enabled=False):
         scores = (q.to(dtype) * q.shape[-1]**-0.5) @ k.to(dtype).transpose(-2, -1)  # (..., Nq, Nk)
@@ -220,9 +217,9 @@ class Mlp(nn.Module):
 def _check_block_options(num_feat: int, num_heads: int, window_size: int, shift: int, mlp_ratio: float,
                          attn: str, attn_norm: bool, ffn: str, gate_act: str, drop_path: float) -> None:
     """Raise ValueError naming the first bad constructor key of :class:`RITB`."""
-    _check_choice('attn', attn, _ATTN)
-    _check_choice('ffn', ffn, _FFN)
-    _check_choice('gate_act', gate_act, _GATE_ACT)
+    expect_choice('attn', attn, _ATTN)
+    expect_choice('ffn', ffn, _FFN)
+    expect_choice('gate_act', gate_act, _GATE_ACT)
     if num_feat < 1:
         raise ValueError(f'num_feat: must be positive, got {num_feat}')
     if num_heads < 1 or num_feat % num_heads:

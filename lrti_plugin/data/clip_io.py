@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 from basicsr.utils import FileClient, imfrombytes
 
+from lrti_plugin.utils.validate import check_known_keys
+
 _LMDB_CLIENTS: Dict[Tuple[int, str], FileClient] = {}  # (pid, real path) -> client, filled on first use
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 _SHAPE_RE = re.compile(r'^\((\d+),(\d+),(\d+)\)$')
@@ -285,9 +287,7 @@ def check_option_keys(opt: dict, own_keys: Sequence[str], owner: str) -> None:
     Raises:
         ValueError: Naming the first unknown key.
     """
-    for key in opt:
-        if key not in own_keys and key not in BASICSR_DATASET_KEYS:
-            raise ValueError(f'{owner}: unknown option {key!r}; known: {sorted(own_keys)}')
+    check_known_keys(owner, opt, [*own_keys, *BASICSR_DATASET_KEYS])
 
 
 def require_option(opt: dict, key: str, owner: str):

@@ -6,8 +6,8 @@ import torch
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from .clip_io import ClipInfo, require_option
-from .paired_clips import PairedClipDataset
+from .clip_io import BASICSR_DATASET_KEYS, ClipInfo, require_option
+from .paired_clips import COMMON_KEYS, PairedClipDataset
 
 _OWNER = 'LRTILongClipDataset'
 _KEYS = ('long_frames', 'clip_frames', 'num_clips', 'short_clips', 'window_sampling')
@@ -71,6 +71,8 @@ class LRTILongClipDataset(PairedClipDataset):
         FileNotFoundError: Missing meta-info file, clip folder or frame (naming it).
         KeyError: An LMDB lacks a key the meta info implies (naming the key and LMDB).
     """
+
+    OPTION_KEYS = frozenset(COMMON_KEYS + _KEYS) | BASICSR_DATASET_KEYS  # every key it reads (for option_check)
 
     def __init__(self, opt: dict):
         super().__init__(opt, _KEYS, _OWNER)

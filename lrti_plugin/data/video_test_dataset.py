@@ -7,6 +7,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from .clip_io import (
+    BASICSR_DATASET_KEYS,
     ClipInfo,
     FrameReader,
     check_lmdb_keys,
@@ -55,6 +56,8 @@ class LRTIVideoTestDataset(data.Dataset):
         FileNotFoundError: Missing root, meta file or frame (named).
         KeyError: An LMDB lacks a key the meta info implies (naming the key and LMDB).
     """
+
+    OPTION_KEYS = frozenset(_KEYS) | BASICSR_DATASET_KEYS  # every key it reads (the option checker's list)
 
     def __init__(self, opt: dict):
         super().__init__()

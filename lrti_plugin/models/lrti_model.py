@@ -37,8 +37,11 @@ from tqdm import tqdm
 
 from lrti_plugin.models import truncated_bptt as tbptt
 from lrti_plugin.models.lrti_options import LRTIOptions, parse_amp
+from lrti_plugin.utils.checkpoint import check_state_dict, read_checkpoint, select_params
+from lrti_plugin.utils.option_check import check_options
+from lrti_plugin.utils.validate import expect_bool, expect_number
 
-_OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW}
+OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW}
 # Parameter-name substrings frozen by ``train.fix_flow`` (BasicSR's convention: flow net and EDVR extractor).
 _FLOW_KEYS = ('spynet', 'edvr')
 _MIB = float(2**20)
@@ -47,11 +50,9 @@ _MIB = float(2**20)
 def _parse_step_guards(train_opt) -> tuple:
     """``train.grad_clip_norm`` (positive number or null) and ``train.skip_nonfinite`` (bool)."""
     clip = train_opt.get('grad_clip_norm')
-    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
-        raise ValueError(f'train.grad_clip_norm: expected a positive number or null, got {clip!r}')
-    skip = train_opt.get('skip_nonfinite', True)
-    if not isinstance(skip, bool):
-        raise ValueError(f'train.skip_nonfinite: expected bool, got {type(skip).__name__} ({skip!r})')
+    if clip is not None:
+        expect_number('train.grad_clip_norm', clip, 0, low_open=True)
+    skip = expect_bool('train.skip_nonfinite', train_opt.get('skip_nonfinite', True))
     return (float(clip) if clip is not None else None), skip
 
 
@@ -110,7 +111,8 @@ class LRTIModel(VideoRecurrentModel):
     """
 
     def __init__(self, opt):
-        # Parsed before anything is built, so a bad block fails at once.
+        # Checked before anything is built, so a bad key or block fails at once.
+        check_options(opt)
         self.lrti = LRTIOptions.from_options(opt) if opt.get('is_train') else None
         num_gpu = opt.get('num_gpu', 0)
         if self.lrti is not None and not opt.get('dist') and isinstance(num_gpu, int) and num_gpu > 1:
@@ -135,9 +137,9 @@ class LRTIModel(VideoRecurrentModel):
         return net
 
     def get_optimizer(self, optim_type, params, lr, **kwargs):
-        if optim_type not in _OPTIMIZERS:
-            raise ValueError(f'train.optim_g.type: unknown optimizer {optim_type!r}; choose from {sorted(_OPTIMIZERS)}')
-        return _OPTIMIZERS[optim_type](params, lr, **kwargs)
+        if optim_type not in OPTIMIZERS:
+            raise ValueError(f'train.optim_g.type: unknown optimizer {optim_type!r}; choose from {sorted(OPTIMIZERS)}')
+        return OPTIMIZERS[optim_type](params, lr, **kwargs)
 
     def setup_optimizers(self):
         train_opt = self.opt['train']
@@ -454,7 +456,23 @@ class LRTIModel(VideoRecurrentModel):
                 for m, opt_ in enumerate(metrics_opt.values()):
                     self.metric_results[clip][idx, m] += calculate_metric(metric_data, opt_)
 
-    # ---------------------------------------------------------------- saving
+    # ---------------------------------------------------------------- loading and saving
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """BasicSR's ``load_network`` (same choice of ``params``/``params_ema``, ``module.`` removed) with one-line
+        errors that name the file: unreadable or truncated, or (strict) missing/unexpected keys or shapes."""
+        logger = get_root_logger()
+        net = self.get_bare_model(net)
+        checkpoint = read_checkpoint(load_path, 'path.pretrain_network_g')
+        if param_key is not None and param_key not in checkpoint and 'params' in checkpoint:
+            logger.info(f'Loading: {param_key} does not exist, use params.')
+        state = dict(select_params(checkpoint, load_path, param_key))
+        logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
+        if strict:
+            check_state_dict(net, state, load_path)
+        else:
+            self._print_different_keys_loading(net, state, strict)  # also drops tensors of another shape
+        net.load_state_dict(state, strict=strict)
+
     @master_only
     def save_network(self, net, net_label, current_iter, param_key='params'):
         nets = net if isinstance(net, list) else [net]

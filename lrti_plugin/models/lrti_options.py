@@ -23,6 +23,8 @@ from typing import Mapping, Optional
 
 import torch
 
+from lrti_plugin.utils.validate import check_known_keys, expect_bool, expect_choice, expect_int, expect_number
+
 _MODES = ('batch', 'sequential')
 _INITS = ('cached', 'zeros')
 _GUARD_ACTIONS = ('zeros', 'skip')
@@ -76,27 +78,15 @@ class LRTIOptions:
     guard_action: str = 'zeros'
 
     def __post_init__(self):
-        for key in _GEOMETRY:
-            value = getattr(self, key)
-            if not _is_int(value):
-                raise ValueError(f'datasets.train.{key}: expected int, got {type(value).__name__} ({value!r})')
+        expect_int('datasets.train.long_frames', self.long_frames, minimum=1)
+        expect_int('datasets.train.clip_frames', self.clip_frames, minimum=1)
+        expect_int('datasets.train.num_clips', self.num_clips, minimum=1)
         for key, choices in (('mode', _MODES), ('init', _INITS), ('guard_action', _GUARD_ACTIONS)):
-            value = getattr(self, key)
-            if not isinstance(value, str):
-                raise ValueError(f'train.lrti.{key}: expected str, got {type(value).__name__} ({value!r})')
-            if value not in choices:
-                raise ValueError(f'train.lrti.{key}: expected one of {" | ".join(choices)}, got {value!r}')
+            expect_choice(f'train.lrti.{key}', getattr(self, key), choices)
         for key in ('long_pass_ema', 'log_cache'):
-            value = getattr(self, key)
-            if not isinstance(value, bool):
-                raise ValueError(f'train.lrti.{key}: expected bool, got {type(value).__name__} ({value!r})')
-        rms = self.max_state_rms
-        if rms is not None and (isinstance(rms, bool) or not isinstance(rms, (int, float)) or not rms > 0):
-            raise ValueError(f'train.lrti.max_state_rms: expected a positive number or null, got {rms!r}')
-        if self.num_clips < 1:
-            raise ValueError(f'datasets.train.num_clips: expected >= 1, got {self.num_clips}')
-        if self.clip_frames < 1:
-            raise ValueError(f'datasets.train.clip_frames: expected >= 1, got {self.clip_frames}')
+            expect_bool(f'train.lrti.{key}', getattr(self, key))
+        if self.max_state_rms is not None:
+            expect_number('train.lrti.max_state_rms', self.max_state_rms, 0, low_open=True)
         if self.clip_frames > self.long_frames:
             raise ValueError(f'datasets.train.clip_frames ({self.clip_frames}) must not exceed '
                              f'datasets.train.long_frames ({self.long_frames})')
@@ -120,9 +110,9 @@ class LRTIOptions:
             raise ValueError(f'train.lrti: expected a mapping of options, got {type(block).__name__}')
         allowed = [f.name for f in fields(cls) if f.name not in _GEOMETRY]
         for key in block:
-            if key not in allowed:
-                hint = ' (the window geometry is set in datasets.train)' if key in _GEOMETRY else ''
-                raise ValueError(f'train.lrti: unknown key {key!r}{hint}; known keys: {", ".join(allowed)}')
+            if key in _GEOMETRY:
+                raise ValueError(f'train.lrti.{key}: unknown key (the window geometry is set in datasets.train)')
+        check_known_keys('train.lrti', block, allowed)
         dataset = (opt.get('datasets') or {}).get('train') or {}
         missing = [k for k in _GEOMETRY if k not in dataset]
         if missing:
@@ -153,7 +143,7 @@ def parse_amp(train_opt: Mapping, device: Optional[torch.device] = None) -> Opti
     """
     value = train_opt.get('use_amp', False)
     if not isinstance(value, bool):
-        raise ValueError(f'train.use_amp: expected bool, got {type(value).__name__} ({value!r})')
+        raise ValueError(f'train.use_amp: expected true/false, got {value!r}')
     name = train_opt.get('amp_dtype', 'auto')
     if name != 'auto' and name not in _AMP_DTYPES:
         raise ValueError(f'train.amp_dtype: expected one of auto | {" | ".join(_AMP_DTYPES)}, got {name!r}')
@@ -170,7 +160,3 @@ def bf16_supported(device: Optional[torch.device] = None) -> bool:
     if device.type == 'cuda':
         return torch.cuda.is_bf16_supported(including_emulation=False)
     return True
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
