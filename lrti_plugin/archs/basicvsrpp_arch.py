@@ -14,7 +14,15 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lrti_plugin.archs.basicvsr_arch import build_spynet
-from lrti_plugin.archs.propagation_util import BranchWalk, branch_walk, check_lr_size, extend_clip, pair_flows, select
+from lrti_plugin.archs.propagation_util import (
+    BranchWalk,
+    autocast_device,
+    branch_walk,
+    check_lr_size,
+    extend_clip,
+    pair_flows,
+    select,
+)
 from lrti_plugin.state import BoundaryStates, PropagationStates, check_boundary_states
 from lrti_plugin.utils.validate import expect_bool, expect_int, expect_number, is_int
 
@@ -30,7 +38,7 @@ def _run_in_float32(module: nn.Module, *inputs: Tensor) -> Tensor:
     on every device: torchvision has no half/bfloat16 ``deform_conv2d`` on a CPU and casts it to float32
     on CUDA anyway, and offsets of up to ``max_residue_magnitude`` plus the flow need float32 resolution.
     """
-    device_type = inputs[0].device.type
+    device_type = autocast_device(inputs[0])
     if not torch.is_autocast_enabled(device_type):
         return module(*inputs)
     with torch.autocast(device_type=device_type, enabled=False):
@@ -38,8 +46,10 @@ def _run_in_float32(module: nn.Module, *inputs: Tensor) -> Tensor:
 
 
 def _is_mirrored(lqs: Tensor) -> bool:
-    """Whether frame i equals frame T-1-i for all i (BasicSR's mirror-extended test, as a pure function)."""
-    if lqs.size(1) % 2:
+    """Whether frame i equals frame T-1-i for all i (BasicSR's mirror-extended test, as a pure function).
+
+    Meta tensors (the memory estimator) have no values: never mirrored there, the costlier case."""
+    if lqs.size(1) % 2 or lqs.is_meta:
         return False
     first, second = torch.chunk(lqs, 2, dim=1)
     return bool(torch.equal(first, second.flip(1)))

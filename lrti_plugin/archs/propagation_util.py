@@ -17,6 +17,12 @@ from lrti_plugin.state import BoundaryStates, is_backward_branch
 Real = Tuple[bool, ...]  # per sample: does this slot exist in the long clip
 
 
+def autocast_device(t: Tensor) -> str:
+    """The device type to give ``torch.autocast`` for ``t``: ``cpu`` for meta tensors (which the memory
+    estimator runs the archs on; autocast has no meta device), else the tensor's own."""
+    return 'cpu' if t.device.type == 'meta' else t.device.type
+
+
 def check_lr_size(lqs: Tensor, min_size: int, why: str) -> None:
     """Raise ValueError unless ``lqs`` is (B, T, 3, H, W) with T >= 1 and H, W >= min_size."""
     if lqs.dim() != 5 or lqs.size(2) != 3 or lqs.size(1) < 1:

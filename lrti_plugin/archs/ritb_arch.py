@@ -20,6 +20,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from lrti_plugin.archs.propagation_util import autocast_device
 from lrti_plugin.utils.validate import expect_choice
 
 from .window_util import (
@@ -65,7 +66,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
     """
     expect_choice('attn', attn, _ATTN)
     dtype = torch.promote_types(q.dtype, torch.float32)
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with torch.autocast(device_type=autocast_device(q), enabled=False):
         scores = (q.to(dtype) * q.shape[-1]**-0.5) @ k.to(dtype).transpose(-2, -1)  # (..., Nq, Nk)
         if bias is not None:
             scores = scores + bias.to(dtype)
@@ -162,7 +163,7 @@ class InterFrameWindowAttention(nn.Module):
         out = out.transpose(2, 3).reshape(b, nw, nq, c)  # (B, nW, Nq, C)
         if out.dtype == torch.float32 and v.dtype == torch.float16:
             # float16 autocast: the unnormalised output may exceed float16's range; project it in float32.
-            with torch.autocast(device_type=out.device.type, enabled=False):
+            with torch.autocast(device_type=autocast_device(out), enabled=False):
                 out = self.proj(out)
         else:
             out = self.proj(out)
