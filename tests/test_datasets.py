@@ -244,3 +244,19 @@ def test_lmdb_dataset_pickles_and_reads_in_dataloader_workers(data):
     loader = torch.utils.data.DataLoader(train, batch_size=2, num_workers=1)  # a forked worker reopens the LMDB
     batch = next(iter(loader))
     assert batch['lq'].shape == (2, 3, 3, 8, 8) and len(batch['key']) == 2
+
+
+def test_one_crop_for_every_frame_of_a_clip(data):
+    """LRTIRecurrentDataset draws one crop per item: all T frames (LR and GT) come from the same region."""
+    from test_long_clip_dataset import _crop_offset, _rgb
+
+    ds = build_dataset(_train_opt(data, 'disk', gt_size=16, num_frame=6, exclude_clips=['long_clip', 'seq/x'],
+                                  interval_list=[1]))
+    random.seed(2)
+    item = ds[0]
+    first = int(item['key'].rsplit('/', 1)[1])  # clip 'a' has exactly 6 frames: the window starts at 0
+    where = {_crop_offset(item['gt'][t], _rgb(str(data['gt']), 'a', first + t), 4) for t in range(6)}
+    assert len(where) == 1, f'frames cropped at different places: {where}'
+    y, x = where.pop()
+    for t in range(6):
+        assert _crop_offset(item['lq'][t], _rgb(str(data['lq']), 'a', first + t), 1) == (y // 4, x // 4)

@@ -205,3 +205,32 @@ def test_lmdb_batches_in_a_dataloader_worker(data):
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1)))
     assert batch['lq'].shape == (2, 6, 3, 8, 8) and batch['gt'].shape == (2, 2, 3, 3, 32, 32)
     assert batch['starts'].shape == (2, 2) and len(batch['key']) == 2
+
+
+def _crop_offset(window: torch.Tensor, source: torch.Tensor, step: int) -> tuple:
+    """The (y, x) where ``window`` (3, h, w) sits in ``source`` (3, H, W), searching offsets in steps of ``step``."""
+    h, w = window.shape[1:]
+    found = [(y, x) for y in range(0, source.shape[1] - h + 1, step) for x in range(0, source.shape[2] - w + 1, step)
+             if torch.equal(source[:, y:y + h, x:x + w], window)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.parametrize('backend', ['disk', 'lmdb'])
+def test_one_crop_for_every_frame_of_the_long_clip(data, backend):
+    """The crop is drawn once per item: every LR frame and every window's GT come from the same region (a crop
+    redrawn per frame would still pair each LR frame with its GT, so alignment alone cannot show it)."""
+    ds = LRTILongClipDataset(_opt(data, backend, exclude_clips=['seq/b'], gt_size=16, long_frames=12,
+                                  clip_frames=3, num_clips=3))  # clip 'a' is 32x32: 5 x 5 possible GT crops
+    random.seed(5)
+    offsets = set()
+    for _ in range(3):
+        item = ds[0]
+        where = {_crop_offset(item['gt'][n, t], _rgb(data['gt'], 'a', s + t), 4)
+                 for n, s in enumerate(item['starts'].tolist()) for t in range(3)}
+        assert len(where) == 1, f'windows cropped at different places: {where}'
+        y, x = where.pop()
+        for p in range(12):
+            assert _crop_offset(item['lq'][p], _rgb(data['lq'], 'a', p), 1) == (y // 4, x // 4)
+        offsets.add((y, x))
+    assert len(offsets) > 1, 'the crop never moved between items'
