@@ -53,7 +53,7 @@ def batch(opt: dict, device: torch.device) -> dict:
         return {'lq': torch.rand(b, length, 3, size, size, generator=g).to(device),
                 'gt': torch.rand(b, n, t, 3, scale * size, scale * size, generator=g).to(device),
                 'starts': torch.tensor([starts] * b)}
-    t = ds['num_frame']
+    t = ds.get('clip_frames', ds.get('num_frame'))
     return {'lq': torch.rand(b, t, 3, size, size, generator=g).to(device),
             'gt': torch.rand(b, t, 3, scale * size, scale * size, generator=g).to(device)}
 

@@ -144,7 +144,8 @@ def absolute_paths(opt: dict) -> None:
 def supervised_frames(opt: dict) -> int:
     """Frames with a loss per iteration and process: batch x N x T (long-clip windows) or batch x T."""
     ds = opt['datasets']['train']
-    per_sample = ds['num_clips'] * ds['clip_frames'] if 'num_clips' in ds else ds['num_frame']
+    t = ds.get('clip_frames', ds.get('num_frame'))  # num_frame: the deprecated name in LRTIRecurrentDataset
+    per_sample = ds['num_clips'] * t if 'num_clips' in ds else t
     return int(ds['batch_size_per_gpu']) * int(per_sample)
 
 

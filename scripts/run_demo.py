@@ -144,7 +144,7 @@ def main() -> None:
         ds = train_opt['datasets']['train']
         frames = (f"long pass L={ds['long_frames']}, {ds['num_clips']} windows x T={ds['clip_frames']} from its "
                   f'cached states' if 'long_frames' in ds else
-                  f"{ds['batch_size_per_gpu']} clips x T={ds['num_frame']} from zero states")
+                  f"{ds['batch_size_per_gpu']} clips x T={ds['clip_frames']} from zero states")
         settings[arm] = (f"experiment `{train_opt['name']}`: {train_opt['train']['total_iter']} iterations, "
                          f'{frames}, LR crop {ds["gt_size"] // 4}x{ds["gt_size"] // 4}')
     net = train_opt['network_g']

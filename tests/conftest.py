@@ -60,7 +60,7 @@ def tiny_options(data_dir: Path, name: str, overrides: dict | None = None) -> di
 
     opt = point_at(load_options(str(REPO / 'options' / 'train_demo.yml')), data_dir)
     base = {
-        'name': name, 'network_g.num_feat': 8, 'network_g.num_block': 1, 'datasets.train.num_frame': 3,
+        'name': name, 'network_g.num_feat': 8, 'network_g.num_block': 1, 'datasets.train.clip_frames': 3,
         'datasets.train.num_worker_per_gpu': 0, 'train.total_iter': 4, 'train.scheduler.periods': [4],
         'train.fix_flow': None, 'network_g.spynet_path': None, 'path.pretrain_network_g': None,
         'path.strict_load_g': True, 'val.val_freq': 2, 'logger.print_freq': 1,
@@ -72,7 +72,7 @@ def tiny_options(data_dir: Path, name: str, overrides: dict | None = None) -> di
 def to_lrti(opt: dict, long_frames: int = 6, clip_frames: int = 3, num_clips: int = 2, **lrti) -> dict:
     """Switch tiny options to the LRTI strategy: long-clip dataset + a ``train.lrti`` block (in place)."""
     ds = opt['datasets']['train']
-    for key in ('num_frame', 'interval_list'):
+    for key in ('clip_frames', 'num_frame', 'interval_list'):
         ds.pop(key, None)
     ds.update(type='LRTILongClipDataset', long_frames=long_frames, clip_frames=clip_frames, num_clips=num_clips,
               batch_size_per_gpu=1)

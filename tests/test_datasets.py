@@ -43,7 +43,7 @@ def _train_opt(data, backend, **over):
     opt = {'name': 'train', 'type': 'LRTIRecurrentDataset', 'phase': 'train', 'scale': 4,
            'dataroot_gt': data['gt_lmdb'] if lmdb else data['gt'],
            'dataroot_lq': data['lq_lmdb'] if lmdb else data['lq'],
-           'meta_info_file': data['meta'], 'io_backend': {'type': backend}, 'num_frame': 3, 'gt_size': 32}
+           'meta_info_file': data['meta'], 'io_backend': {'type': backend}, 'clip_frames': 3, 'gt_size': 32}
     opt.update(over)
     return opt
 
@@ -87,7 +87,7 @@ def test_recurrent_items_are_aligned_after_crop_and_augmentation(data, backend):
 
 
 def test_recurrent_window_order_interval_and_reverse(data):
-    opt = _train_opt(data, 'disk', num_frame=2, interval_list=[2], random_reverse=True,
+    opt = _train_opt(data, 'disk', clip_frames=2, interval_list=[2], random_reverse=True,
                      exclude_clips=['a', 'long_clip'])
     ds = LRTIRecurrentDataset(opt)
     assert len(ds) == 4
@@ -106,11 +106,11 @@ def test_recurrent_window_order_interval_and_reverse(data):
 
 
 def test_short_clips_raise_or_are_skipped(data):
-    with pytest.raises(ValueError, match=r"shorter than num_frame=5.*\['seq/x'\]"):
-        LRTIRecurrentDataset(_train_opt(data, 'disk', num_frame=5))
-    assert len(LRTIRecurrentDataset(_train_opt(data, 'disk', num_frame=5, skip_short_clips=True))) == 15
+    with pytest.raises(ValueError, match=r"shorter than clip_frames=5.*\['seq/x'\]"):
+        LRTIRecurrentDataset(_train_opt(data, 'disk', clip_frames=5))
+    assert len(LRTIRecurrentDataset(_train_opt(data, 'disk', clip_frames=5, skip_short_clips=True))) == 15
     with pytest.raises(ValueError, match='no clip left'):
-        LRTIRecurrentDataset(_train_opt(data, 'disk', num_frame=10, skip_short_clips=True))
+        LRTIRecurrentDataset(_train_opt(data, 'disk', clip_frames=10, skip_short_clips=True))
     # interval 2 needs a span of 5 frames for 3 frames
     with pytest.raises(ValueError, match='seq/x'):
         LRTIRecurrentDataset(_train_opt(data, 'disk', interval_list=[2]))
@@ -250,7 +250,7 @@ def test_one_crop_for_every_frame_of_a_clip(data):
     """LRTIRecurrentDataset draws one crop per item: all T frames (LR and GT) come from the same region."""
     from test_long_clip_dataset import _crop_offset, _rgb
 
-    ds = build_dataset(_train_opt(data, 'disk', gt_size=16, num_frame=6, exclude_clips=['long_clip', 'seq/x'],
+    ds = build_dataset(_train_opt(data, 'disk', gt_size=16, clip_frames=6, exclude_clips=['long_clip', 'seq/x'],
                                   interval_list=[1]))
     random.seed(2)
     item = ds[0]
@@ -260,3 +260,19 @@ def test_one_crop_for_every_frame_of_a_clip(data):
     y, x = where.pop()
     for t in range(6):
         assert _crop_offset(item['lq'][t], _rgb(str(data['lq']), 'a', first + t), 1) == (y // 4, x // 4)
+
+
+def test_num_frame_is_the_old_name_of_clip_frames(data):
+    """One name for T in both training datasets (clip_frames); BasicSR's num_frame still works, with a warning."""
+    opt = {k: v for k, v in _train_opt(data, 'disk').items() if k != 'clip_frames'}
+    with pytest.warns(DeprecationWarning, match='num_frame is deprecated, use clip_frames'):
+        old = LRTIRecurrentDataset({**opt, 'num_frame': 3})
+    random.seed(0)
+    a = old[0]
+    random.seed(0)
+    b = LRTIRecurrentDataset({**opt, 'clip_frames': 3})[0]
+    assert a['key'] == b['key'] and torch.equal(a['lq'], b['lq']) and a['lq'].shape[0] == 3
+    with pytest.raises(ValueError, match='give clip_frames only'):
+        LRTIRecurrentDataset({**opt, 'clip_frames': 3, 'num_frame': 3})
+    with pytest.raises(ValueError, match='LRTIRecurrentDataset.clip_frames: expected a positive int, got 2.0'):
+        LRTIRecurrentDataset({**opt, 'clip_frames': 2.0})

@@ -45,7 +45,7 @@ def _campaign(tiny_data, tmp_path):
             'test': {'tiny': {'lq': str(tests / 'LR'), 'gt': str(tests / 'GT')},
                      'tiny_made_lr': {'gt': str(tests / 'GT')}},  # the runner makes the same x4 LR
             'arms': {'plain': {'drop': plain_drop, 'set': {'datasets.train.type': 'LRTIRecurrentDataset',
-                                                           'datasets.train.num_frame': 3,
+                                                           'datasets.train.clip_frames': 3,
                                                            'datasets.train.batch_size_per_gpu': 2}},
                      'lrti': {'label': 'LRTI'}}}
     path = tmp_path / 'campaign.yml'

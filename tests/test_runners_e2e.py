@@ -203,7 +203,7 @@ def _checkpoint(tmp_path: Path, kind: str) -> str:
     ({'network_g.num_fet': 8}, 'network_g.num_fet: unknown key; did you mean num_feat?'),
     ({'train.use_ampp': True}, 'train.use_ampp: unknown key; did you mean use_amp?'),
     ({'network_g.spynet_path': '/nonexistent/spynet.pth'}, '/nonexistent/spynet.pth'),
-    ({'datasets.train.num_frame': 50}, 'num_frame'),
+    ({'datasets.train.clip_frames': 50}, 'clip_frames=50'),
     ({'datasets.train.meta_info_file': '/nonexistent/meta.txt'}, '/nonexistent/meta.txt'),
     ({'datasets.train.gt_sise': 64}, 'datasets.train.gt_sise: unknown key; did you mean gt_size?'),
     ({'train.optim_g.type': 'Adagrad'}, 'Adagrad'),

@@ -1,21 +1,36 @@
 """Training clips of consecutive frames from clips of any name and length (lengths from the meta-info file)."""
 import random
+import warnings
 from typing import List
 
 import torch
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import DATASET_REGISTRY
 
+from lrti_plugin.utils.validate import expect_int
+
 from .clip_io import BASICSR_DATASET_KEYS, ClipInfo, require_option
 from .paired_clips import COMMON_KEYS, PairedClipDataset
 
 _OWNER = 'LRTIRecurrentDataset'
-_KEYS = ('num_frame', 'interval_list', 'skip_short_clips')
+_KEYS = ('clip_frames', 'num_frame', 'interval_list', 'skip_short_clips')  # num_frame: the old name of clip_frames
+
+
+def clip_frames_option(opt: dict, owner: str) -> int:
+    """``clip_frames`` (T), or its old name ``num_frame`` with a deprecation warning; a positive int."""
+    if 'num_frame' in opt and 'clip_frames' in opt:
+        raise ValueError(f'{owner}: give clip_frames only (num_frame is its old name), not both')
+    if 'num_frame' in opt:
+        warnings.warn(f'{owner}: option num_frame is deprecated, use clip_frames (the same T)', DeprecationWarning,
+                      stacklevel=3)
+        get_root_logger().warning(f'{owner}: option num_frame is deprecated; use clip_frames (the same T).')
+        return expect_int(f'{owner}.num_frame', require_option(opt, 'num_frame', owner), minimum=1)
+    return expect_int(f'{owner}.clip_frames', require_option(opt, 'clip_frames', owner), minimum=1)
 
 
 @DATASET_REGISTRY.register()
 class LRTIRecurrentDataset(PairedClipDataset):
-    """Random windows of ``num_frame`` frames (LR and GT) for recurrent VSR training.
+    """Random windows of ``clip_frames`` frames (LR and GT) for recurrent VSR training.
 
     Clip names and lengths come from the meta-info file, so any clip set works (REDS, Vimeo-90K, own
     footage made with ``scripts/make_lmdb.py``). One item per frame of every used clip (longer clips are
@@ -28,7 +43,8 @@ class LRTIRecurrentDataset(PairedClipDataset):
             dataroot_lq (str): LR root, same layout and clip names.
             meta_info_file (str): ``<clip> <num_frames> (h,w,c)`` per line (GT shape).
             io_backend (dict): ``{type: disk}`` or ``{type: lmdb}`` (LMDB keys ``<clip>/<index 08d>``).
-            num_frame (int): Frames ``T`` per item.
+            clip_frames (int): Frames ``T`` per item (the name ``LRTILongClipDataset`` uses for its windows).
+                ``num_frame`` (BasicSR's name) still works, with a deprecation warning.
             gt_size (int): GT patch size (a multiple of ``scale``); the LR patch is ``gt_size // scale``.
             scale (int): Upscaling factor (BasicSR copies it from the top-level options).
             interval_list (list[int]): Temporal strides to draw from. Default: ``[1]``.
@@ -57,14 +73,13 @@ class LRTIRecurrentDataset(PairedClipDataset):
 
     def __init__(self, opt: dict):
         super().__init__(opt, _KEYS, _OWNER)
-        self.num_frame = int(require_option(self.opt, 'num_frame', _OWNER))
+        self.num_frame = clip_frames_option(self.opt, _OWNER)
         self.interval_list = [int(v) for v in self.opt.get('interval_list') or [1]]
-        if self.num_frame < 1 or min(self.interval_list) < 1:
-            raise ValueError(f'{_OWNER}: num_frame and interval_list must be >= 1, got {self.num_frame} and '
-                             f'{self.interval_list}')
+        if min(self.interval_list) < 1:
+            raise ValueError(f'{_OWNER}: interval_list must be >= 1, got {self.interval_list}')
         self._use_clips(self._long_enough(self.candidates))
         get_root_logger().info(
-            f'{_OWNER}: {len(self.clips)} clips, {len(self)} frames, num_frame {self.num_frame}, '
+            f'{_OWNER}: {len(self.clips)} clips, {len(self)} frames, clip_frames {self.num_frame}, '
             f'intervals {self.interval_list}, random reverse {self.random_reverse}.')
 
     def _span(self, interval: int) -> int:
@@ -74,7 +89,7 @@ class LRTIRecurrentDataset(PairedClipDataset):
         need = self._span(min(self.interval_list))
         short = [c.name for c in clips if c.num_frames < need]
         if short and not self.opt.get('skip_short_clips', False):
-            raise ValueError(f'{_OWNER}: clips shorter than num_frame={self.num_frame} (span {need}): {short}; '
+            raise ValueError(f'{_OWNER}: clips shorter than clip_frames={self.num_frame} (span {need}): {short}; '
                              'set skip_short_clips: true to skip them.')
         if short:
             get_root_logger().info(f'{_OWNER}: skipped {len(short)} clips shorter than {need} frames.')

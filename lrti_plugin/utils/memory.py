@@ -121,7 +121,8 @@ def _train_geometry(opt: Mapping) -> Dict:
                    num_clips=int(ds['num_clips']), cached=lrti.get('init', 'cached') == 'cached',
                    sequential=lrti.get('mode', 'batch') == 'sequential')
     else:
-        geo.update(clip_frames=int(ds['num_frame']), long_frames=None, num_clips=1, cached=False, sequential=True)
+        t = ds.get('clip_frames', ds.get('num_frame'))  # num_frame: the deprecated name
+        geo.update(clip_frames=int(t), long_frames=None, num_clips=1, cached=False, sequential=True)
     return geo
 
 
