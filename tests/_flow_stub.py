@@ -5,16 +5,26 @@ this project's 2-core machines it dominates every test. The exactness of window 
 requires that flows depend on the two frames of a pair alone, which this stub also satisfies. Tests
 that compare against BasicSR or that test SpyNet handling keep the real SpyNet.
 """
+import contextlib
+
 import torch
 from torch import nn
 
 
 class TinyFlow(nn.Module):
-    """``flow = 3 * tanh(conv([ref, supp]))``: (N, 3, H, W) x2 -> (N, 2, H, W), sub-pixel and non-zero."""
+    """``flow = 3 * tanh(conv([ref, supp]))``: (N, 3, H, W) x2 -> (N, 2, H, W), sub-pixel and non-zero.
 
-    def __init__(self):
+    Its weights come from a private generator (``seed``): building one never moves the global RNG, and
+    every TinyFlow of a seed is the same.
+    """
+
+    def __init__(self, seed: int = 0):
         super().__init__()
         self.conv = nn.Conv2d(6, 2, 3, 1, 1)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.empty_like(self.conv.weight).uniform_(-0.14, 0.14, generator=g))
+            self.conv.bias.copy_(torch.empty_like(self.conv.bias).uniform_(-0.14, 0.14, generator=g))
 
     def forward(self, ref, supp):
         return 3 * torch.tanh(self.conv(torch.cat([ref, supp], dim=1)))
@@ -22,10 +32,25 @@ class TinyFlow(nn.Module):
 
 def use_tiny_flow(*nets, seed=0):
     """Give each net the same TinyFlow (same weights) in place of its SpyNet; returns the nets."""
-    torch.manual_seed(seed)
-    flow = TinyFlow()
     for net in nets:
-        dtype = next(net.parameters()).dtype
-        net.spynet = TinyFlow().to(dtype)
-        net.spynet.load_state_dict(flow.state_dict())
+        net.spynet = TinyFlow(seed).to(next(net.parameters()).dtype)
     return nets
+
+
+@contextlib.contextmanager
+def tiny_flow_archs(enabled: bool = True, seed: int = 0):
+    """While active, the archs build a TinyFlow where they would build SpyNet (so a model is built with it)."""
+    if not enabled:
+        yield
+        return
+    from lrti_plugin.archs import basicvsr_arch, basicvsrpp_arch, lrti_vsr_arch
+
+    modules = (basicvsr_arch, basicvsrpp_arch, lrti_vsr_arch)
+    saved = [m.build_spynet for m in modules]
+    for m in modules:
+        m.build_spynet = lambda path: TinyFlow(seed)
+    try:
+        yield
+    finally:
+        for m, original in zip(modules, saved):
+            m.build_spynet = original

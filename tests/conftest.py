@@ -87,3 +87,42 @@ def run_module(module: str, args: list, cwd: Path, timeout: int = 600, env: dict
     full_env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '2', **(env or {})}
     return subprocess.run([sys.executable, '-m', module, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+def make_model(data_dir: Path, tmp_path: Path, device, overrides: dict | None = None, is_train: bool = True,
+               lrti_geometry: dict | None = None, tiny_flow: bool = False, dtype=torch.float32):
+    """The tests' one factory of ``LRTIModel``: the tiny options on ``data_dir`` plus ``overrides``.
+
+    Args:
+        lrti_geometry: ``long_frames``, ``clip_frames``, ``num_clips``: a long-clip train dataset and a
+            ``train.lrti`` block (its keys as overrides, e.g. ``train.lrti.mode``).
+        tiny_flow: build the nets with ``_flow_stub.TinyFlow`` in place of SpyNet (tests whose subject is
+            propagation); the optimiser and the EMA are built over it as over any net.
+        dtype: the networks' dtype (float64 for exactness tests).
+    """
+    from _flow_stub import tiny_flow_archs
+
+    from lrti_plugin.models.lrti_model import LRTIModel
+    from lrti_plugin.utils.options import apply_overrides
+
+    opt = tiny_options(data_dir, 'unit')
+    if lrti_geometry is not None:
+        to_lrti(opt, **lrti_geometry)
+    apply_overrides(opt, overrides or {})
+    exp = tmp_path / 'exp'
+    opt.update(is_train=is_train, dist=False, rank=0, world_size=1, auto_resume=False,
+               num_gpu=0 if device.type == 'cpu' else 1)
+    opt['path'].update(models=str(exp / 'models'), training_states=str(exp / 'states'),
+                       visualization=str(exp / 'vis'), experiments_root=str(exp), log=str(exp))
+    for sub in ('models', 'states'):
+        os.makedirs(exp / sub, exist_ok=True)
+    for ds in opt['datasets'].values():
+        ds['scale'] = opt['scale']
+        ds['phase'] = 'train' if ds['type'] in ('LRTIRecurrentDataset', 'LRTILongClipDataset') else 'val'
+    with tiny_flow_archs(tiny_flow):
+        model = LRTIModel(opt)
+    if dtype != torch.float32:
+        for net in (model.net_g, getattr(model, 'net_g_ema', None)):
+            if net is not None:
+                net.to(dtype)  # in place: the optimiser keeps the same parameters
+    return model

@@ -1,33 +1,16 @@
 """LRTIModel in-process: the BasicSR defects it answers, on the CPU (or LRTI_TEST_DEVICE)."""
-import os
 
 import pytest
 import torch
-from conftest import tiny_options, to_lrti
+from conftest import make_model, tiny_options, to_lrti
 
 from lrti_plugin.models import lrti_model
 from lrti_plugin.models.lrti_model import LRTIModel
-from lrti_plugin.utils.options import apply_overrides
 
 
 def build_model(tiny_data, tmp_path, device, overrides=None, is_train=True, lrti_geometry=None) -> LRTIModel:
-    """A tiny LRTIModel; with ``lrti_geometry`` (long_frames, clip_frames, num_clips) a long-clip train dataset
-    and a ``train.lrti`` block (its keys in ``overrides``, e.g. ``train.lrti.mode``)."""
-    opt = tiny_options(tiny_data, 'unit')
-    if lrti_geometry is not None:
-        to_lrti(opt, **lrti_geometry)
-    apply_overrides(opt, overrides or {})
-    exp = tmp_path / 'exp'
-    opt.update(is_train=is_train, dist=False, rank=0, world_size=1, auto_resume=False,
-               num_gpu=0 if device.type == 'cpu' else 1)
-    opt['path'].update(models=str(exp / 'models'), training_states=str(exp / 'states'),
-                       visualization=str(exp / 'vis'), experiments_root=str(exp), log=str(exp))
-    for sub in ('models', 'states'):
-        os.makedirs(exp / sub, exist_ok=True)
-    for ds in opt['datasets'].values():
-        ds['scale'] = opt['scale']
-        ds['phase'] = 'train' if ds['type'] == 'LRTIRecurrentDataset' else 'val'
-    return LRTIModel(opt)
+    """A tiny LRTIModel (conftest.make_model, with the real SpyNet)."""
+    return make_model(tiny_data, tmp_path, device, overrides, is_train, lrti_geometry)
 
 
 class SameTensorDataset(torch.utils.data.Dataset):
@@ -166,7 +149,6 @@ def test_only_rank_0_writes_checkpoints(tiny_data, tmp_path, device, monkeypatch
 
 
 def test_lrti_under_data_parallel_is_refused_with_the_ddp_command(tiny_data, tmp_path, device):
-    from conftest import to_lrti
 
     opt = to_lrti(tiny_options(tiny_data, 'dp'))
     opt.update(is_train=True, dist=False, num_gpu=2)

@@ -7,8 +7,7 @@ import logging
 
 import pytest
 import torch
-from _flow_stub import use_tiny_flow
-from test_lrti_model import build_model
+from conftest import make_model
 from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
@@ -25,21 +24,8 @@ VSRPP_TINY = dict(type='LRTIBasicVSRPP', mid_channels=8, num_blocks=1, spynet_pa
 def lrti_model(tmp_path, device, lrti=None, geometry=None, overrides=None, stub_flow=True, dtype=torch.float32):
     """An LRTIModel with ``train.lrti = lrti`` and the dataset geometry; TinyFlow in place of SpyNet."""
     geo = {**GEOMETRY, **(geometry or {})}
-    model = build_model(tmp_path, tmp_path, device, {'train.lrti': dict(lrti or {}), **(overrides or {})},
-                        lrti_geometry=geo)
-    if stub_flow:
-        nets = [model.net_g] + ([model.net_g_ema] if hasattr(model, 'net_g_ema') else [])
-        use_tiny_flow(*nets)
-        for net in nets:
-            net.to(device=model.device, dtype=dtype)
-        if hasattr(model, 'net_g_ema'):
-            model.model_ema(0)
-        model.optimizers.clear()
-        model.schedulers.clear()
-        model.setup_optimizers()  # over the stub's parameters
-        model.opt['train']['scheduler']['type'] = 'CosineAnnealingRestartLR'  # BasicSR popped it
-        model.setup_schedulers()
-    return model
+    return make_model(tmp_path, tmp_path, device, {'train.lrti': dict(lrti or {}), **(overrides or {})},
+                      lrti_geometry=geo, tiny_flow=stub_flow, dtype=dtype)
 
 
 def long_batch(starts=STARTS, length=5, clip=2, size=36, dtype=torch.float32, device='cpu', seed=0):
@@ -255,7 +241,7 @@ def test_batch_errors_and_plain_validation_data(tmp_path, device):
     assert model.output.shape == (1, 2, 3, 144, 144)
     with pytest.raises(ValueError, match='no starts'):
         model.optimize_parameters(current_iter=1)
-    plain = build_model(tmp_path, tmp_path, device)
+    plain = make_model(tmp_path, tmp_path, device)
     with pytest.raises(ValueError, match='needs train.lrti'):
         plain.feed_data(good)
 
