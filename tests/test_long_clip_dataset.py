@@ -181,11 +181,11 @@ def test_short_clips_skip_or_whole(data, caplog):
 
 @pytest.mark.parametrize('over, match', [
     ({'clip_frames': 7}, r'clip_frames \(7\) must not exceed long_frames \(6\)'),
-    ({'num_clips': 0}, r"'num_clips' must be an integer >= 1, got 0"),
-    ({'long_frames': 2.5}, r"'long_frames' must be an integer >= 1"),
+    ({'num_clips': 0}, r"LRTILongClipDataset.num_clips: expected a positive int, got 0"),
+    ({'long_frames': 2.5}, r"LRTILongClipDataset.long_frames: expected a positive int, got 2.5"),
     ({'clip_frames': None}, r"option 'clip_frames' is required"),
-    ({'window_sampling': 'uniform'}, r"'window_sampling' must be one of \['random', 'even'\]"),
-    ({'short_clips': 'pad'}, r"'short_clips' must be one of \['skip', 'whole'\]"),
+    ({'window_sampling': 'uniform'}, r"LRTILongClipDataset.window_sampling: expected one of \['random', 'even'\]"),
+    ({'short_clips': 'pad'}, r"LRTILongClipDataset.short_clips: expected one of \['skip', 'whole'\]"),
     ({'num_frame': 3}, r"LRTILongClipDataset.num_frame: unknown key"),
     ({'gt_size': 30}, 'not a multiple of scale'),
     ({'gt_size': 36}, r"'a' \(32x32\) is smaller than gt_size=36"),

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from lrti_plugin.archs.propagation_util import BranchWalk, branch_walk, check_lr_size, extend_clip, pair_flows, select
 from lrti_plugin.state import BoundaryStates, PropagationStates, check_boundary_states
 from lrti_plugin.utils.checkpoint import load_weights
+from lrti_plugin.utils.validate import expect_int
 
 # SpyNet pads H, W up to a multiple of 32 and pools 5 times; at H or W <= 32 its coarsest flow is empty.
 SPYNET_MIN_SIZE = 33
@@ -50,10 +51,8 @@ class LRTIBasicVSR(nn.Module):
 
     def __init__(self, num_feat: int = 64, num_block: int = 15, spynet_path: Optional[str] = None):
         super().__init__()
-        if not isinstance(num_feat, int) or num_feat < 1:
-            raise ValueError(f'num_feat: expected a positive int, got {num_feat!r}')
-        if not isinstance(num_block, int) or num_block < 0:
-            raise ValueError(f'num_block: expected a non-negative int, got {num_block!r}')
+        expect_int('num_feat', num_feat, minimum=1)
+        expect_int('num_block', num_block, minimum=0)
         self.num_feat = num_feat
         self.spynet = build_spynet(spynet_path)
         self.backward_trunk = ConvResidualBlocks(num_feat + 3, num_feat, num_block)

@@ -6,6 +6,8 @@ import torch
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import DATASET_REGISTRY
 
+from lrti_plugin.utils.validate import expect_choice, expect_int
+
 from .clip_io import BASICSR_DATASET_KEYS, ClipInfo, require_option
 from .paired_clips import COMMON_KEYS, PairedClipDataset
 
@@ -91,16 +93,10 @@ class LRTILongClipDataset(PairedClipDataset):
             f'{self.short_clips}, random reverse {self.random_reverse}.')
 
     def _positive(self, key: str) -> int:
-        value = require_option(self.opt, key, _OWNER)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f'{_OWNER}: option {key!r} must be an integer >= 1, got {value!r}.')
-        return value
+        return expect_int(f'{_OWNER}.{key}', require_option(self.opt, key, _OWNER), minimum=1)
 
     def _choice(self, key: str, choices: tuple) -> str:
-        value = self.opt.get(key, choices[0])
-        if value not in choices:
-            raise ValueError(f'{_OWNER}: option {key!r} must be one of {list(choices)}, got {value!r}.')
-        return value
+        return expect_choice(f'{_OWNER}.{key}', self.opt.get(key, choices[0]), choices)
 
     def _usable(self, clips: List[ClipInfo]) -> List[ClipInfo]:
         """``clips`` that give a long clip under ``short_clips`` (skipped ones counted in the log)."""
