@@ -201,7 +201,9 @@ def _checkpoint(tmp_path: Path, kind: str) -> str:
 
 @pytest.mark.parametrize('override, culprit', [
     ({'network_g.num_fet': 8}, 'network_g.num_fet: unknown key; did you mean num_feat?'),
-    ({'train.use_ampp': True}, 'train.use_ampp: unknown key; did you mean use_amp?'),
+    # a typo is found before any dataset is built: here the data is missing too, and the typo is what is reported
+    ({'train.use_ampp': True, 'datasets.train.meta_info_file': '/nonexistent/meta.txt'},
+     'train.use_ampp: unknown key; did you mean use_amp?'),
     ({'network_g.spynet_path': '/nonexistent/spynet.pth'}, '/nonexistent/spynet.pth'),
     ({'datasets.train.clip_frames': 50}, 'clip_frames=50'),
     ({'datasets.train.meta_info_file': '/nonexistent/meta.txt'}, '/nonexistent/meta.txt'),
