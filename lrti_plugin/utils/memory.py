@@ -130,7 +130,7 @@ _BORDER = 2  # frames kept before and after a measured window: room for a second
 
 
 def _long_pass(net, frames: int, size: int):
-    """A no-grad long pass of ``frames`` frames on meta tensors: (its live-tensor high-water mark, its states)."""
+    """A no-grad long pass of ``frames`` frames on meta tensors: (live-tensor high-water mark, states, clip)."""
     from lrti_plugin.models import truncated_bptt as tbptt
 
     with LiveTensorBytes() as live:
