@@ -1,0 +1,136 @@
+"""python -m lrti_plugin.infer (first version): frame folders in and out, whole and chunked passes, bad inputs."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lrti_plugin import infer
+from lrti_plugin.archs.basicvsr_arch import LRTIBasicVSR
+
+NAMES = ['a_001.png', 'a_002.png', 'a_003.png', 'b_010.png', 'b_011.jpg']  # names are kept, extension becomes png
+
+
+@pytest.fixture
+def clip(tmp_path):
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    base = cv2.resize(rng.uniform(0, 255, (9, 10, 3)).astype(np.float32), (40, 36), interpolation=cv2.INTER_CUBIC)
+    for i, name in enumerate(NAMES):
+        img = np.clip(np.roll(base, i, axis=1), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / name), img, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    return folder
+
+
+@pytest.fixture
+def weights(tmp_path):
+    torch.manual_seed(0)
+    net = LRTIBasicVSR(num_feat=8, num_block=1)
+    ema = LRTIBasicVSR(num_feat=8, num_block=1)
+    path = tmp_path / 'net.pth'
+    torch.save({'params': net.state_dict(), 'params_ema': ema.state_dict()}, path)
+    return path, ema
+
+
+def _expected(net, folder, spans):
+    frames = infer.read_frames(infer.list_frames(str(folder)))
+    with torch.no_grad():
+        outs = [net.eval()(frames[s:e].unsqueeze(0))[0] for s, e in spans]
+    out = torch.cat(outs).clamp(0, 1)
+    return (out.permute(0, 2, 3, 1).numpy()[..., ::-1] * 255).round().astype(np.uint8)
+
+
+def _run(argv, capsys):
+    code = infer.main([str(a) for a in argv])
+    return code, capsys.readouterr()
+
+
+@pytest.mark.parametrize('mode, spans', [('whole', [(0, 5)]), ('chunks', [(0, 2), (2, 4), (4, 5)])])
+def test_upscales_a_folder_with_the_ema_weights_keeping_names(clip, weights, tmp_path, capsys, mode, spans):
+    path, ema = weights
+    out = tmp_path / 'sr'
+    code, cap = _run(['-i', clip, '-o', out, '--arch', 'LRTIBasicVSR', '--weights', path, '--arch-opt', 'num_feat=8',
+                      'num_block=1', '--mode', mode, '--chunk', 2, '--device', 'cpu'], capsys)
+    assert code == 0, cap.err
+    assert sorted(os.listdir(out)) == sorted(os.path.splitext(n)[0] + '.png' for n in NAMES)
+    want = _expected(ema, clip, spans)
+    for i, name in enumerate(NAMES):
+        got = cv2.imread(str(out / (os.path.splitext(name)[0] + '.png')))
+        assert got.shape == (144, 160, 3)
+        assert np.abs(got.astype(int) - want[i].astype(int)).max() <= 1  # uint8 rounding
+    assert not [p for p in os.listdir(tmp_path) if '.partial-' in p]
+
+
+def _one_line_error(code, cap, *needles):
+    assert code == 1
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('lrti_plugin.infer: error: '), cap.err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_bad_inputs_are_one_line_and_leave_everything_untouched(clip, weights, tmp_path, capsys):
+    path, _ = weights
+    model = ['--arch', 'LRTIBasicVSR', '--weights', path, '--arch-opt', 'num_feat=8', 'num_block=1', '--device', 'cpu']
+    out = tmp_path / 'sr'
+    out.mkdir()
+    (out / 'keep.txt').write_text('mine')
+    _one_line_error(*_run(['-i', clip, '-o', out, *model], capsys), str(out), 'exists', '--overwrite')
+    assert (out / 'keep.txt').read_text() == 'mine'
+    _one_line_error(*_run(['-i', clip, '-o', clip, *model], capsys), 'must not be')
+    _one_line_error(*_run(['-i', clip, '-o', clip / 'sub', *model], capsys), 'must not be')
+
+    wide = ['--arch', 'LRTIBasicVSR', '--weights', path, '--arch-opt', 'num_feat=16', 'num_block=1']
+    _one_line_error(*_run(['-i', clip, '-o', tmp_path / 'x', *wide], capsys), str(path), 'wrong arch or width?')
+    _one_line_error(*_run(['-i', clip, '-o', tmp_path / 'x', '--arch', 'LRTIBasicVSR', '--weights', path,
+                           '--arch-opt', 'num_fet=8'], capsys), 'num_fet', 'did you mean num_feat?')
+
+    odd = tmp_path / 'odd'
+    odd.mkdir()
+    for name in ('1.png', '2.png'):
+        cv2.imwrite(str(odd / name), np.zeros((36, 40 if name == '1.png' else 44, 3), np.uint8))
+    _one_line_error(*_run(['-i', odd, '-o', tmp_path / 'x', *model], capsys), '2.png', 'one size')
+    (odd / '2.png').unlink()
+    (odd / 'notes.txt').write_text('x')
+    _one_line_error(*_run(['-i', odd, '-o', tmp_path / 'x', *model], capsys), 'notes.txt', 'not an image')
+    small = tmp_path / 'small'
+    small.mkdir()
+    cv2.imwrite(str(small / '1.png'), np.zeros((20, 20, 3), np.uint8))
+    _one_line_error(*_run(['-i', small, '-o', tmp_path / 'x', *model], capsys), '>= 33')
+    assert not (tmp_path / 'x').exists()
+    assert sorted(os.listdir(clip)) == sorted(NAMES), 'the input was touched'
+
+
+def test_an_interrupted_run_leaves_no_output(clip, weights, tmp_path, capsys, monkeypatch):
+    path, _ = weights
+
+    def interrupt(*args, **kwargs):
+        yield 0, torch.zeros(2, 3, 144, 160)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(infer, 'upscale', interrupt)
+    out = tmp_path / 'sr'
+    code, cap = _run(['-i', clip, '-o', out, '--arch', 'LRTIBasicVSR', '--weights', path, '--arch-opt', 'num_feat=8',
+                      'num_block=1', '--device', 'cpu'], capsys)
+    assert code == 1 and 'interrupted' in cap.err
+    assert not out.exists() and not [p for p in os.listdir(tmp_path) if '.partial-' in p]
+
+
+def test_an_options_file_gives_the_arch_and_its_weights(clip, weights, tmp_path, capsys):
+    import yaml
+
+    path, ema = weights
+    opt = tmp_path / 'model.yml'
+    opt.write_text(yaml.safe_dump({'name': 'x', 'model_type': 'LRTIModel', 'network_g': {
+        'type': 'LRTIBasicVSR', 'num_feat': 8, 'num_block': 1, 'spynet_path': '/not/needed.pth'},
+        'path': {'pretrain_network_g': str(path)}}))
+    code, cap = _run(['-i', clip, '-o', tmp_path / 'sr', '--opt', opt, '--device', 'cpu', '--max-frames', 3], capsys)
+    assert code == 0, cap.err
+    frames = infer.read_frames(infer.list_frames(str(clip))[:3])
+    with torch.no_grad():
+        want = (ema.eval()(frames.unsqueeze(0))[0].clamp(0, 1).permute(0, 2, 3, 1).numpy()[..., ::-1] * 255).round()
+    got = np.stack([cv2.imread(str(tmp_path / 'sr' / f'a_00{i}.png')) for i in (1, 2, 3)])
+    assert sorted(os.listdir(tmp_path / 'sr')) == ['a_001.png', 'a_002.png', 'a_003.png']
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
