@@ -143,13 +143,11 @@ def _check_paths(inp: str, out: str, overwrite: bool) -> None:
 
 def run(args) -> None:
     import cv2
-    import torch
     from tqdm import tqdm
 
     _check_paths(args.input, args.output, args.overwrite)
     paths = list_frames(args.input)[:args.max_frames or None]
-    device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available() else
-                          ('cpu' if args.device == 'auto' else args.device))
+    device = _device(args.device)
     net, key = load_network(args.opt, args.arch, args.weights, parse_arch_opts(args.arch_opt), device)
     frames = read_frames(paths)
     parent = os.path.dirname(os.path.abspath(args.output))
@@ -179,6 +177,21 @@ def run(args) -> None:
     print(f'{len(paths)} frames -> {args.output} ({args.mode}, {len(paths) / seconds:.2f} frames/s on {device})')
 
 
+def _device(name: str):
+    """``auto``: the accelerator when there is one (CUDA...), else the CPU; otherwise any torch device name."""
+    import torch
+
+    if name == 'auto':
+        return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device('cpu')
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InferError(f'--device {name!r}: not a device (auto, cpu, cuda, cuda:1, ...)') from None
+    if device.type != 'cpu' and not getattr(torch, device.type).is_available():
+        raise InferError(f'--device {name!r}: not available on this machine')
+    return device
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m lrti_plugin.infer', description=__doc__.split('\n\n')[0])
     parser.add_argument('-i', '--input', required=True, help='a folder of frames, or a quoted glob pattern')
@@ -191,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--mode', choices=('whole', 'chunks'), default='whole')
     parser.add_argument('--chunk', type=int, default=20, help='frames per chunk in --mode chunks (default 20)')
     parser.add_argument('--max-frames', type=int, help='only the first N frames')
-    parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto')
+    parser.add_argument('--device', default='auto', help='auto (the accelerator if any), cpu, cuda, cuda:1, ...')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
     return parser
 

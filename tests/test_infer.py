@@ -99,6 +99,8 @@ def test_bad_inputs_are_one_line_and_leave_everything_untouched(clip, weights, t
     small.mkdir()
     cv2.imwrite(str(small / '1.png'), np.zeros((20, 20, 3), np.uint8))
     _one_line_error(*_run(['-i', small, '-o', tmp_path / 'x', *model], capsys), '>= 33')
+    _one_line_error(*_run(['-i', clip, '-o', tmp_path / 'x', *model, '--device', 'nonsense'], capsys),
+                    "--device 'nonsense': not a device")
     assert not (tmp_path / 'x').exists()
     assert sorted(os.listdir(clip)) == sorted(NAMES), 'the input was touched'
 

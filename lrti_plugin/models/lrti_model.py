@@ -5,39 +5,36 @@ it unchanged. The BasicSR defects answered here (one override each):
 
 * ``BaseModel.model_to_device``: DDP is built with ``device_ids=[torch.cuda.current_device()]``,
   which fails on a CPU (gloo). Ours passes ``device_ids=None`` there.
-* ``VideoRecurrentModel.dist_validation``: metric tensors are created on a hard-coded CUDA device;
-  ``val_data['lq'].unsqueeze_(0)`` followed by ``squeeze_(0)`` also reshapes the model's own input
-  on a CPU, where ``.to(device)`` returns the same tensor; images cannot be saved during training.
-* ``VideoRecurrentModel.test``: ignores the EMA network and always leaves ``net_g`` in train mode.
+* ``VideoRecurrentModel.dist_validation`` and ``test``: see :mod:`.video_validation` (a mixin).
 * ``VideoRecurrentModel.optimize_parameters``: ``fix_flow`` only freezes the flow network when
   training starts at iteration 1, so a resumed run silently trains it.
 * ``setup_optimizers``/``get_optimizer``: pop ``type`` from the shared option dict and only know Adam.
 * ``save_network``/``save_training_state``: write in place, so a run killed mid-save leaves a
-  truncated checkpoint that ``--auto_resume`` then picks. Ours write a temporary file and rename it.
+  truncated checkpoint that ``--auto_resume`` then picks. Ours write a temporary file and rename it;
+  only rank 0 writes.
+* ``load_network``: a wrong or truncated checkpoint gives hundreds of lines that never name the file;
+  ours give one (:mod:`lrti_plugin.utils.checkpoint`).
 
 The LRTI strategy (``train.lrti``, :mod:`.truncated_bptt`) and mixed precision (``train.use_amp``)
 are added through ``feed_data``/``optimize_parameters`` and the training-state hooks.
 """
-import os
-import tempfile
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
 
 import torch
-from basicsr.metrics import calculate_metric
 from basicsr.models.video_recurrent_model import VideoRecurrentModel
-from basicsr.utils import get_root_logger, imwrite, tensor2img
-from basicsr.utils.dist_util import get_dist_info, master_only
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from lrti_plugin.models import truncated_bptt as tbptt
 from lrti_plugin.models.lrti_options import LRTIOptions, parse_amp
-from lrti_plugin.utils.checkpoint import check_state_dict, read_checkpoint, select_params
+from lrti_plugin.models.video_validation import WholeClipValidation
+from lrti_plugin.utils.checkpoint import atomic_torch_save, check_state_dict, read_checkpoint, select_params
 from lrti_plugin.utils.option_check import check_options
 from lrti_plugin.utils.validate import expect_bool, expect_number
 
@@ -56,22 +53,8 @@ def _parse_step_guards(train_opt) -> tuple:
     return (float(clip) if clip is not None else None), skip
 
 
-def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a truncated ``path``."""
-    folder = osp.dirname(path) or '.'
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 @MODEL_REGISTRY.register()
-class LRTIModel(VideoRecurrentModel):
+class LRTIModel(WholeClipValidation, VideoRecurrentModel):
     """Recurrent video SR model for LRTI-VSR: plain short-clip training, or the LRTI strategy.
 
     Options read (BasicSR's usual keys, plus ``train.lrti`` and ``train.use_amp``):
@@ -368,93 +351,6 @@ class LRTIModel(VideoRecurrentModel):
         if timed and self.device.type != 'cpu':
             torch.accelerator.synchronize(self.device)
         return time.perf_counter()
-
-    # ---------------------------------------------------------------- inference
-    def test(self):
-        """Run the whole clip ``self.lq`` (B, T, 3, H, W) through the EMA net if any, else ``net_g``.
-
-        Sets ``self.output`` (B, T, 3, sH, sW), or (B, 3, sH, sW) with ``val.center_frame_only``.
-        The network's train/eval mode is restored afterwards.
-        """
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
-        was_training = net.training
-        val_opt = self.opt.get('val') or {}
-        flip_seq = val_opt.get('flip_seq', False)
-        self.center_frame_only = val_opt.get('center_frame_only', False)
-        lq = self.lq
-        n = lq.size(1)
-        if flip_seq:
-            lq = torch.cat([lq, lq.flip(1)], dim=1)  # (B, 2T, 3, H, W)
-        net.eval()
-        try:
-            with torch.no_grad():
-                output = net(lq)
-        finally:
-            net.train(was_training)
-        if flip_seq:
-            output = 0.5 * (output[:, :n] + output[:, n:].flip(1))
-        if self.center_frame_only:
-            output = output[:, n // 2]
-        self.output = output
-
-    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        dataset = dataloader.dataset
-        dataset_name = dataset.opt['name']
-        metrics_opt = self.opt['val'].get('metrics')
-        rank, world_size = get_dist_info()
-        if metrics_opt:
-            frames_per_clip = Counter(dataset.data_info['folder'])
-            self.metric_results = {
-                clip: torch.zeros(n, len(metrics_opt), dtype=torch.float32, device=self.device)
-                for clip, n in frames_per_clip.items()
-            }
-            self._initialize_best_metric_results(dataset_name)
-
-        num_clips = len(dataset)
-        pbar = tqdm(total=num_clips, unit='clip', disable=rank != 0)
-        # Every rank runs the same number of clips so collective calls stay matched (BasicSR's padding).
-        num_pad = (world_size - num_clips % world_size) % world_size
-        for i in range(rank, num_clips + num_pad, world_size):
-            val_data = dataset[min(i, num_clips - 1)]
-            clip = val_data['folder']
-            self.feed_data({k: v.unsqueeze(0) for k, v in val_data.items() if k in ('lq', 'gt')})
-            self.test()
-            visuals = self.get_current_visuals()
-            del self.lq, self.output
-            if hasattr(self, 'gt'):
-                del self.gt
-            if i < num_clips:
-                self._score_clip(visuals, clip, dataset_name, current_iter, save_img, metrics_opt)
-            pbar.update(world_size if rank == 0 else 0)
-            pbar.set_description(f'Clip: {clip}')
-        pbar.close()
-
-        if metrics_opt:
-            if self.opt['dist']:
-                for tensor in self.metric_results.values():
-                    dist.reduce(tensor, 0)
-                dist.barrier()
-            if rank == 0:
-                self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
-
-    def _score_clip(self, visuals, clip, dataset_name, current_iter, save_img, metrics_opt):
-        """Compute metrics of every frame of one clip and optionally save the SR frames as PNG."""
-        result = visuals['result']
-        gt = visuals.get('gt')
-        if self.center_frame_only:
-            result = result.unsqueeze(1)
-            gt = gt.unsqueeze(1) if gt is not None else None
-        suffix = current_iter if self.opt['is_train'] else (self.opt['val'].get('suffix') or self.opt['name'])
-        for idx in range(result.size(1)):
-            metric_data = {'img': tensor2img([result[0, idx]])}  # uint8 BGR
-            if gt is not None:
-                metric_data['img2'] = tensor2img([gt[0, idx]])
-            if save_img:
-                path = osp.join(self.opt['path']['visualization'], dataset_name, clip, f'{idx:08d}_{suffix}.png')
-                imwrite(metric_data['img'], path)
-            if metrics_opt:
-                for m, opt_ in enumerate(metrics_opt.values()):
-                    self.metric_results[clip][idx, m] += calculate_metric(metric_data, opt_)
 
     # ---------------------------------------------------------------- loading and saving
     def load_network(self, net, load_path, strict=True, param_key='params'):

@@ -157,6 +157,5 @@ def parse_amp(train_opt: Mapping, device: Optional[torch.device] = None) -> Opti
 def bf16_supported(device: Optional[torch.device] = None) -> bool:
     """Whether autocast in bfloat16 is native on ``device`` (CPU: yes; CUDA: compute capability >= 8.0)."""
     device = torch.device(device if device is not None else 'cpu')
-    if device.type == 'cuda':
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return True
+    check = getattr(getattr(torch, device.type, None), 'is_bf16_supported', None)  # torch.cuda's, for a GPU
+    return True if device.type == 'cpu' or check is None else bool(check(including_emulation=False))

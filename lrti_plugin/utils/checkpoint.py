@@ -6,6 +6,7 @@ ValueError: ``checkpoint PATH: unreadable (...)`` or ``checkpoint PATH: 12 missi
 (first 3 missing: ...; first 3 unexpected: ...); wrong arch or width?``.
 """
 import os
+import tempfile
 from typing import Mapping, Optional
 
 import torch
@@ -86,3 +87,17 @@ def load_weights(net: nn.Module, path: str, param_key: Optional[str] = 'params',
         check_state_dict(net, state, path)
     net.load_state_dict(state, strict=strict)
     return state
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a truncated ``path``."""
+    folder = os.path.dirname(path) or '.'
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
