@@ -75,3 +75,19 @@ def test_model_pretrain_of_another_width_fails_in_one_line(tiny_data, tmp_path, 
     assert _one_line(err).startswith(f'checkpoint {path}: ') and 'wrong arch or width?' in str(err.value)
     model = build_model(tiny_data, tmp_path, device, {'path.pretrain_network_g': path, 'path.strict_load_g': False})
     assert model.net_g is not None  # non-strict: BasicSR's behaviour (tensors of another shape are skipped)
+
+
+def test_a_basicsr_spynet_file_loads_strictly_on_its_layers(tmp_path):
+    """BasicSR's SpyNet files (and get_weights.py's) hold ``basic_module.*`` only: ``mean``/``std`` are constants."""
+    torch.manual_seed(3)
+    source = build_spynet(None)
+    for p in source.parameters():
+        p.data.normal_()
+    path = tmp_path / 'spynet.pth'
+    torch.save({'params': {k: v for k, v in source.state_dict().items() if k.startswith('basic_module.')}}, path)
+    loaded = build_spynet(str(path))
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    torch.save({'params': {k: v for k, v in source.state_dict().items() if k.startswith('basic_module.0')}}, path)
+    with pytest.raises(ValueError, match='missing'):
+        build_spynet(str(path))

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from lrti_plugin.archs.propagation_util import BranchWalk, branch_walk, check_lr_size, extend_clip, pair_flows, select
 from lrti_plugin.state import BoundaryStates, PropagationStates, check_boundary_states
-from lrti_plugin.utils.checkpoint import load_weights
+from lrti_plugin.utils.checkpoint import check_state_dict, read_checkpoint, select_params
 from lrti_plugin.utils.validate import expect_int
 
 # SpyNet pads H, W up to a multiple of 32 and pools 5 times; at H or W <= 32 its coarsest flow is empty.
@@ -28,7 +28,11 @@ def build_spynet(spynet_path: Optional[str]) -> SpyNet:
                                 'writes it to experiments/pretrained_models/flownet/)')
     spynet = SpyNet(None)
     if spynet_path:
-        load_weights(spynet, spynet_path, 'params', key='spynet_path')
+        state = dict(select_params(read_checkpoint(spynet_path, 'spynet_path'), spynet_path, 'params'))
+        for name in ('mean', 'std'):  # BasicSR's SpyNet files hold the layers only: these buffers are constants
+            state.setdefault(name, getattr(spynet, name))
+        check_state_dict(spynet, state, spynet_path)
+        spynet.load_state_dict(state)
     return spynet
 
 
