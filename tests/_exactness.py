@@ -58,15 +58,15 @@ def assert_states_matter(net, lqs, full, start, length, min_diff=1e-6):
 
 def assert_states_only_matches(net, lqs, init_states=None):
     """``states_only=True`` returns the very record of ``return_states=True`` without running the
-    reconstruction (``net._upsample`` is made to fail for that call)."""
+    reconstruction (``net.reconstruct`` is made to fail for that call)."""
     with torch.no_grad():
         _, want = net(lqs, init_states=init_states, return_states=True)
-        upsample = net._upsample
-        net._upsample = _fail
+        reconstruct = net.reconstruct
+        net.reconstruct = _fail
         try:
             got = net(lqs, init_states=init_states, states_only=True)
         finally:
-            net._upsample = upsample
+            net.reconstruct = reconstruct
     assert got.feats.keys() == want.feats.keys() and got.order == want.order
     for name in want.feats:
         assert torch.equal(got.feats[name], want.feats[name]), name

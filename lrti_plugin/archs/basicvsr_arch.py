@@ -1,17 +1,16 @@
 """BasicVSR with boundary-state injection (the propagation protocol of :mod:`lrti_plugin.state`)."""
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
-from basicsr.archs.arch_util import flow_warp
 from basicsr.archs.basicvsr_arch import ConvResidualBlocks
 from basicsr.archs.spynet_arch import SpyNet
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lrti_plugin.archs.propagation_util import BranchWalk, branch_walk, check_lr_size, extend_clip, pair_flows, select
-from lrti_plugin.state import BoundaryStates, PropagationStates, check_boundary_states
+from lrti_plugin.archs.propagation import History, RecurrentVSR
+from lrti_plugin.archs.propagation_util import check_lr_size
 from lrti_plugin.utils.checkpoint import check_state_dict, read_checkpoint, select_params
 from lrti_plugin.utils.validate import expect_int
 
@@ -37,12 +36,14 @@ def build_spynet(spynet_path: Optional[str]) -> SpyNet:
 
 
 @ARCH_REGISTRY.register()
-class LRTIBasicVSR(nn.Module):
+class LRTIBasicVSR(RecurrentVSR):
     """BasicVSR (Chan et al., CVPR 2021), x4, that accepts and returns boundary states.
 
     Same layers and parameter names as BasicSR's ``BasicVSR``: its checkpoints load with
     ``strict=True`` and, without ``init_states``, the outputs are the same. Branches of the
-    protocol: ``'backward'`` and ``'forward'``, first order (K = 1).
+    protocol: ``'backward'`` and ``'forward'``, first order (K = 1). The recurrence, window passes and
+    ``states_only`` are the engine's (:class:`~lrti_plugin.archs.propagation.RecurrentVSR`); this class
+    supplies the step (warp the previous output, residual trunk) and the reconstruction.
 
     Args:
         num_feat (int): Number of channels. Default: 64.
@@ -69,57 +70,25 @@ class LRTIBasicVSR(nn.Module):
         self.pixel_shuffle = nn.PixelShuffle(2)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
 
-    def forward(self, lqs: Tensor, init_states: Optional[BoundaryStates] = None, return_states: bool = False,
-                states_only: bool = False):
-        """Super-resolve a clip.
-
-        Args:
-            lqs (Tensor): (B, T, 3, H, W) LR frames, H, W >= 33.
-            init_states (BoundaryStates | None): borders of the clip (``states.window(s, T)``); None
-                starts both branches from zeros, as BasicSR's BasicVSR does.
-            return_states (bool): also return the :class:`PropagationStates` of this pass.
-            states_only (bool): return only the :class:`PropagationStates`, skipping the reconstruction
-                (what LRTI's long pass needs). Default: False.
-
-        Returns:
-            Tensor: (B, T, 3, 4H, 4W); with ``return_states``, a tuple (output, PropagationStates); with
-            ``states_only``, the PropagationStates.
-        """
+    def check_input(self, lqs: Tensor) -> None:
         check_lr_size(lqs, SPYNET_MIN_SIZE, 'SpyNet needs at least 33 pixels')
-        b, t, _, h, w = lqs.shape
-        if init_states is not None:
-            check_boundary_states(init_states, list(self.branches), self.order, lqs, (self.num_feat, h, w))
-        lqs_ext, kb, ka = extend_clip(lqs, init_states)
-        flows_backward = pair_flows(self.spynet, lqs_ext[:, kb:], backward=True)  # (B, T+ka-1, 2, H, W)
-        flows_forward = pair_flows(self.spynet, lqs_ext[:, :kb + t], backward=False)  # (B, kb+T-1, 2, H, W)
-        feats = {}
-        for name, trunk in (('backward', self.backward_trunk), ('forward', self.forward_trunk)):
-            walk = branch_walk(name, t, init_states, kb, ka, flows_forward, flows_backward)
-            feats[name] = self._propagate(lqs, walk, trunk)
-        if states_only:
-            return PropagationStates.from_frames(feats, lqs, self.order, init_states)
-        out = torch.stack([self._upsample(lqs[:, i], feats['backward'][i], feats['forward'][i]) for i in range(t)],
-                          dim=1)  # (B, T, 3, 4H, 4W)
-        if not return_states:
-            return out
-        return out, PropagationStates.from_frames(feats, lqs, self.order, init_states)
 
-    def _propagate(self, lqs: Tensor, walk: BranchWalk, trunk: nn.Module) -> List[Tensor]:
-        """Run one branch; returns its T outputs (B, C, H, W) in time order."""
-        b, _, _, h, w = lqs.shape
-        outs: Dict[int, Tensor] = dict(enumerate(walk.history))  # position -> (B, C, H, W)
-        zeros = lqs.new_zeros(b, self.num_feat, h, w)
-        result: List[Tensor] = [zeros] * len(walk.frames)
-        for p, i in enumerate(walk.frames, start=len(walk.history)):
-            real = walk.real(p - 1, b)
-            feat_prop = zeros
-            if any(real):
-                warped = flow_warp(outs[p - 1], walk.flows[p].permute(0, 2, 3, 1))  # (B, C, H, W)
-                feat_prop = select(real, warped, zeros)
-            feat_prop = trunk(torch.cat([lqs[:, i], feat_prop], dim=1))  # (B, C, H, W)
-            outs[p] = feat_prop
-            result[i] = feat_prop
-        return result
+    def encode(self, lqs: Tensor) -> List[Tensor]:
+        """BasicVSR's branches see the LR frames themselves."""
+        return list(lqs.unbind(1))
+
+    def state_shape(self, lqs: Tensor) -> Tuple[int, int, int]:
+        return self.num_feat, lqs.size(3), lqs.size(4)
+
+    def step(self, name: str, frame: Tensor, others: List[Tensor], history: History) -> Tensor:
+        """Warp the previous output onto this frame (zeros at the start), then the branch's residual trunk."""
+        zeros = frame.new_zeros(frame.size(0), self.num_feat, *frame.shape[2:])
+        feat_prop = history.warped(1, zeros)
+        trunk = self.backward_trunk if name == 'backward' else self.forward_trunk
+        return trunk(torch.cat([frame, feat_prop], dim=1))
+
+    def reconstruct(self, lq: Tensor, frame: Tensor, feats: Dict[str, Tensor]) -> Tensor:
+        return self._upsample(lq, feats['backward'], feats['forward'])
 
     def _upsample(self, lq: Tensor, feat_backward: Tensor, feat_forward: Tensor) -> Tensor:
         """(B, 3, H, W) frame and its two branch features (B, C, H, W) -> (B, 3, 4H, 4W)."""

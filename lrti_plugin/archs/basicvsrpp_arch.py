@@ -1,9 +1,9 @@
 """BasicVSR++ with boundary-state injection (the propagation protocol of :mod:`lrti_plugin.state`).
 
-The second-order, four-branch propagation here (:meth:`LRTIBasicVSRPP._propagate` over a
-:class:`~lrti_plugin.archs.propagation_util.BranchWalk`) is the skeleton the LRTI-VSR transformer reuses.
+The recurrence is the engine's (:class:`~lrti_plugin.archs.propagation.RecurrentVSR`); this module supplies
+BasicVSR++'s encoder, its step (second-order deformable alignment, residual backbone) and its reconstruction.
 """
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from basicsr.archs.arch_util import flow_warp
@@ -14,16 +14,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lrti_plugin.archs.basicvsr_arch import build_spynet
-from lrti_plugin.archs.propagation_util import (
-    BranchWalk,
-    autocast_device,
-    branch_walk,
-    check_lr_size,
-    extend_clip,
-    pair_flows,
-    select,
-)
-from lrti_plugin.state import BoundaryStates, PropagationStates, check_boundary_states
+from lrti_plugin.archs.propagation import History, RecurrentVSR, store
+from lrti_plugin.archs.propagation_util import autocast_device, check_lr_size, select
 from lrti_plugin.utils.validate import expect_bool, expect_int, expect_number, is_int
 
 BRANCHES = ('backward_1', 'forward_1', 'backward_2', 'forward_2')
@@ -45,18 +37,8 @@ def _run_in_float32(module: nn.Module, *inputs: Tensor) -> Tensor:
         return module(*(x.float() for x in inputs))
 
 
-def _is_mirrored(lqs: Tensor) -> bool:
-    """Whether frame i equals frame T-1-i for all i (BasicSR's mirror-extended test, as a pure function).
-
-    Meta tensors (the memory estimator) have no values: never mirrored there, the costlier case."""
-    if lqs.size(1) % 2 or lqs.is_meta:
-        return False
-    first, second = torch.chunk(lqs, 2, dim=1)
-    return bool(torch.equal(first, second.flip(1)))
-
-
 @ARCH_REGISTRY.register()
-class LRTIBasicVSRPP(nn.Module):
+class LRTIBasicVSRPP(RecurrentVSR):
     """BasicVSR++ (Chan et al., CVPR 2022) that accepts and returns boundary states.
 
     Same constructor arguments, layers and parameter names as BasicSR's ``BasicVSRPlusPlus`` built
@@ -79,6 +61,7 @@ class LRTIBasicVSRPP(nn.Module):
 
     branches = BRANCHES
     order = 2
+    reuse_mirrored_flows = True  # BasicSR's shortcut for mirror-extended clips (the same flow values)
 
     def __init__(self,
                  mid_channels: int = 64,
@@ -116,110 +99,63 @@ class LRTIBasicVSRPP(nn.Module):
         self.img_upsample = nn.Upsample(scale_factor=4, mode='bilinear', align_corners=False)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
 
-    def forward(self, lqs: Tensor, init_states: Optional[BoundaryStates] = None, return_states: bool = False,
-                states_only: bool = False):
-        """Super-resolve a clip.
-
-        Args:
-            lqs (Tensor): (B, T, 3, H, W); H, W >= 64 (>= 256 when ``is_low_res_input`` is False).
-            init_states (BoundaryStates | None): borders of the clip (``states.window(s, T)``); None
-                starts every branch from zeros, as BasicSR's BasicVSRPlusPlus does.
-            return_states (bool): also return the :class:`PropagationStates` of this pass.
-            states_only (bool): return only the :class:`PropagationStates`, skipping the reconstruction
-                (what LRTI's long pass needs). Default: False.
-
-        Returns:
-            Tensor: (B, T, 3, sH, sW), s = 4 (or 1 when ``is_low_res_input`` is False); with
-            ``return_states``, a tuple (output, PropagationStates); with ``states_only``, the
-            PropagationStates.
-        """
+    def check_input(self, lqs: Tensor) -> None:
         scale = 1 if self.is_low_res_input else 4
         check_lr_size(lqs, FLOW_MIN_SIZE * scale, f'BasicVSR++ computes flows at 1/{scale} of the input, '
                       f'which must be at least {FLOW_MIN_SIZE} pixels')
+
+    def encode(self, lqs: Tensor) -> List[Tensor]:
+        """The spatial features of every frame (kept on the CPU for long clips on an accelerator)."""
         b, t, c, h, w = lqs.shape
-        cache = lqs.device.type != 'cpu' and t > self.cpu_cache_length
         spatial = self.feat_extract(lqs.reshape(-1, c, h, w))  # (B*T, C, h, w)
         spatial = spatial.view(b, t, *spatial.shape[1:])  # (B, T, C, h, w)
-        if init_states is not None:
-            check_boundary_states(init_states, list(BRANCHES), self.order, lqs, tuple(spatial.shape[2:]))
-        spatial = [_store(spatial[:, i], cache) for i in range(t)]
-        flows_forward, flows_backward, kb, ka = self._compute_flows(lqs, init_states)
-        feats: Dict[str, List[Tensor]] = {}
-        for name in BRANCHES:
-            walk = branch_walk(name, t, init_states, kb, ka, flows_forward, flows_backward)
-            feats[name] = self._propagate(spatial, feats, walk, name, cache, lqs.device)
-        if states_only:
-            return PropagationStates.from_frames(feats, lqs, self.order, init_states)
-        out = torch.stack([_store(self._upsample(lqs[:, i], spatial[i], [v[i] for v in feats.values()]), cache)
-                           for i in range(t)], dim=1)  # (B, T, 3, sH, sW)
-        if not return_states:
-            return out
-        return out, PropagationStates.from_frames(feats, lqs, self.order, init_states)
+        host = self.keep_on_host(lqs)
+        return [store(spatial[:, i], host) for i in range(t)]
 
-    def _compute_flows(self, lqs: Tensor, init: Optional[BoundaryStates]):
-        """Flows over the clip extended by its outside frames (see ``extend_clip``/``branch_walk``).
+    def state_shape(self, lqs: Tensor) -> Tuple[int, int, int]:
+        h, w = lqs.shape[3:]
+        return (self.mid_channels, h, w) if self.is_low_res_input else (self.mid_channels, h // 4, w // 4)
 
-        Returns:
-            tuple: flows_forward (B, kb+T-1, 2, h, w), flows_backward (B, T+ka-1, 2, h, w), kb, ka.
-        """
-        lqs_ext, kb, ka = extend_clip(lqs, init)  # (B, E, 3, H, W)
-        if not self.is_low_res_input:
-            b, e, c, h, w = lqs_ext.shape
-            lqs_ext = F.interpolate(lqs_ext.view(-1, c, h, w), scale_factor=0.25, mode='bicubic')
-            lqs_ext = lqs_ext.view(b, e, c, h // 4, w // 4)  # (B, E, 3, H/4, W/4)
-        t = lqs.size(1)
-        flows_backward = pair_flows(self.spynet, lqs_ext[:, kb:], backward=True)
-        if init is None and _is_mirrored(lqs):  # BasicSR's shortcut: the forward flows are the same pairs
-            return flows_backward.flip(1), flows_backward, kb, ka
-        flows_forward = pair_flows(self.spynet, lqs_ext[:, :kb + t], backward=False)
-        return flows_forward, flows_backward, kb, ka
+    def flow_input(self, lqs: Tensor) -> Tensor:
+        """The LR clip, or the same-size input downscaled x4 (``is_low_res_input: false``)."""
+        if self.is_low_res_input:
+            return lqs
+        b, e, c, h, w = lqs.shape
+        small = F.interpolate(lqs.view(-1, c, h, w), scale_factor=0.25, mode='bicubic')
+        return small.view(b, e, c, h // 4, w // 4)  # (B, E, 3, H/4, W/4)
 
-    def _propagate(self, spatial: List[Tensor], feats: Dict[str, List[Tensor]], walk: BranchWalk, name: str,
-                   cache: bool, device: torch.device) -> List[Tensor]:
-        """Run branch ``name``; returns its T outputs (B, C, h, w) in time order.
+    def keep_on_host(self, lqs: Tensor) -> bool:
+        return lqs.device.type != 'cpu' and lqs.size(1) > self.cpu_cache_length
 
-        Args:
-            spatial (list[Tensor]): T features (B, C, h, w) of the frames.
-            feats (dict): outputs of the branches already run, each a list of T (B, C, h, w).
-            walk (BranchWalk): the branch's frames, history and flows in processing order.
-            cache (bool): keep outputs on the CPU.
-            device (torch.device): where the network runs.
-        """
-        outs: Dict[int, Tensor] = dict(enumerate(walk.history))  # position -> (B, C, h, w)
-        result: List[Tensor] = [None] * len(walk.frames)
-        for p, i in enumerate(walk.frames, start=len(walk.history)):
-            feat_current = spatial[i].to(device)
-            feat_prop = self._align(name, walk, outs, p, feat_current)
-            others = [feats[k][i].to(device) for k in feats]
-            feat = torch.cat([feat_current, *others, feat_prop], dim=1)  # (B, (2+j)*C, h, w)
-            feat_prop = feat_prop + self.backbone[name](feat)
-            outs[p] = feat_prop
-            outs.pop(p - self.order, None)  # only the last K outputs are looked at
-            result[i] = _store(feat_prop, cache)
-        return result
+    def step(self, name: str, frame: Tensor, others: List[Tensor], history: History) -> Tensor:
+        """Second-order deformable alignment of the branch's past, then its residual backbone."""
+        feat_prop = self._align(name, history, frame)
+        feat = torch.cat([frame, *others, feat_prop], dim=1)  # (B, (2+j)*C, h, w)
+        return feat_prop + self.backbone[name](feat)
 
-    def _align(self, name: str, walk: BranchWalk, outs: Dict[int, Tensor], p: int, feat_current: Tensor) -> Tensor:
-        """Second-order flow-guided deformable alignment of the outputs at p-1, p-2 onto p: (B, C, h, w).
+    def reconstruct(self, lq: Tensor, frame: Tensor, feats: Dict[str, Tensor]) -> Tensor:
+        return self._upsample(lq, frame, list(feats.values()))
 
-        A sample whose position p-1 (p-2) does not exist gets what BasicSR's loop gives its first
+    def _align(self, name: str, history: History, feat_current: Tensor) -> Tensor:
+        """Second-order flow-guided deformable alignment of the outputs 1 and 2 steps back: (B, C, h, w).
+
+        A sample without the output 1 (2) step(s) back gets what BasicSR's loop gives its first
         (second) frame: zeros (zero second-order terms).
         """
-        b = feat_current.size(0)
-        real_1, real_2 = walk.real(p - 1, b), walk.real(p - 2, b)
         zeros = torch.zeros_like(feat_current)
-        if not any(real_1):
+        if not history.any(1):
             return zeros
-        feat_n1, flow_n1 = outs[p - 1], walk.flows[p]  # (B, C, h, w), (B, 2, h, w)
+        feat_n1, flow_n1 = history.feat(1), history.flow(1)  # (B, C, h, w), (B, 2, h, w)
         cond_n1 = flow_warp(feat_n1, flow_n1.permute(0, 2, 3, 1))
         feat_n2, flow_n2, cond_n2 = zeros, torch.zeros_like(flow_n1), zeros
-        if any(real_2):
-            flow_2 = flow_n1 + flow_warp(walk.flows[p - 1], flow_n1.permute(0, 2, 3, 1))  # p-2 onto p
-            feat_n2 = select(real_2, outs[p - 2], zeros)
+        if history.any(2):
+            real_2, flow_2 = history.real(2), history.flow(2)  # flow_2: 2 steps back onto this frame
+            feat_n2 = select(real_2, history.feat(2), zeros)
             flow_n2 = select(real_2, flow_2, flow_n2)
-            cond_n2 = select(real_2, flow_warp(outs[p - 2], flow_2.permute(0, 2, 3, 1)), zeros)
+            cond_n2 = select(real_2, flow_warp(history.feat(2), flow_2.permute(0, 2, 3, 1)), zeros)
         cond = torch.cat([cond_n1, feat_current, cond_n2], dim=1)  # (B, 3C, h, w)
         aligned = _run_in_float32(self.deform_align[name], torch.cat([feat_n1, feat_n2], dim=1), cond, flow_n1, flow_n2)
-        return select(real_1, aligned.to(feat_current.dtype), zeros)
+        return select(history.real(1), aligned.to(feat_current.dtype), zeros)
 
     def _upsample(self, lq: Tensor, spatial: Tensor, branch_feats: List[Tensor]) -> Tensor:
         """(B, 3, H, W) frame, its spatial and branch features (B, C, h, w) -> (B, 3, sH, sW)."""
@@ -231,11 +167,6 @@ class LRTIBasicVSRPP(nn.Module):
         hr = self.lrelu(self.conv_hr(hr))
         hr = self.conv_last(hr)
         return hr + (self.img_upsample(lq) if self.is_low_res_input else lq)
-
-
-def _store(x: Tensor, cache: bool) -> Tensor:
-    """Keep ``x`` on the CPU when caching (BasicSR's ``cpu_cache``), else where it is."""
-    return x.to('cpu') if cache else x
 
 
 def _check_args(mid_channels, num_blocks, max_residue_magnitude, is_low_res_input, cpu_cache_length) -> None:

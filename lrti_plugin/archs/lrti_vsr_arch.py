@@ -3,30 +3,30 @@
 The grid is BasicVSR++'s (branches ``backward_1, forward_1, backward_2, forward_2``, each looking at
 its own outputs at t-1 and t-2, each fed the outputs of the branches before it), with the
 deformable alignment and residual conv trunk replaced by flow warping and :class:`RITBGroup` s
-(method.md, sections 3-4). It speaks the propagation protocol of :mod:`lrti_plugin.state`.
+(method.md, sections 3-4). It speaks the propagation protocol of :mod:`lrti_plugin.state` through the
+engine (:class:`~lrti_plugin.archs.propagation.RecurrentVSR`), which owns the recurrence.
 
 Glossary: B batch, T frames, C = ``num_feat`` channels, H, W LR size, sH, sW = 4H, 4W.
 """
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from basicsr.archs.arch_util import flow_warp
 from basicsr.archs.basicvsr_arch import ConvResidualBlocks
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lrti_plugin.archs.basicvsr_arch import SPYNET_MIN_SIZE, build_spynet
-from lrti_plugin.archs.propagation_util import BranchWalk, branch_walk, check_lr_size, extend_clip, pair_flows, select
+from lrti_plugin.archs.propagation import History, RecurrentVSR
+from lrti_plugin.archs.propagation_util import check_lr_size
 from lrti_plugin.archs.ritb_arch import RITBGroup
-from lrti_plugin.state import BoundaryStates, PropagationStates, check_boundary_states
 from lrti_plugin.utils.validate import expect_bool, expect_int, expect_number, is_number
 
 BRANCHES = ('backward_1', 'forward_1', 'backward_2', 'forward_2')
 
 
 @ARCH_REGISTRY.register()
-class LRTIVSR(nn.Module):
+class LRTIVSR(RecurrentVSR):
     """LRTI-VSR, x4: recurrent transformer VSR that accepts and returns boundary states.
 
     Per frame t of branch j (in its processing order): ``x = fusion_j(cat(F_t, O^0_t .. O^{j-1}_t))``
@@ -119,66 +119,31 @@ class LRTIVSR(nn.Module):
         self.conv_last = nn.Conv2d(mid_channels, 3, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
 
-    def forward(self, lqs: Tensor, init_states: Optional[BoundaryStates] = None, return_states: bool = False,
-                states_only: bool = False):
-        """Super-resolve a clip.
-
-        Args:
-            lqs (Tensor): (B, T, 3, H, W) LR frames, H, W >= 33 (SpyNet); any H, W for the windows.
-            init_states (BoundaryStates | None): borders of the clip (``states.window(s, T)``); None
-                starts every branch from zeros, like a plain recurrent model.
-            return_states (bool): also return the :class:`PropagationStates` of this pass (every
-                branch's (B, T, C, H, W) outputs).
-            states_only (bool): return only the :class:`PropagationStates`, skipping the reconstruction
-                (what LRTI's long pass needs). Default: False.
-
-        Returns:
-            Tensor: (B, T, 3, sH, sW) with sH, sW = 4H, 4W; with ``return_states``, a tuple
-            (output, PropagationStates); with ``states_only``, the PropagationStates.
-        """
+    def check_input(self, lqs: Tensor) -> None:
         check_lr_size(lqs, SPYNET_MIN_SIZE, f'SpyNet needs at least {SPYNET_MIN_SIZE} pixels')
+
+    def encode(self, lqs: Tensor) -> List[Tensor]:
+        """The shallow features of every frame: T x (B, C, H, W)."""
         b, t, c, h, w = lqs.shape
-        if init_states is not None:
-            check_boundary_states(init_states, list(BRANCHES), self.order, lqs, (self.num_feat, h, w))
         spatial = self.feat_extract(lqs.reshape(-1, c, h, w))  # (B*T, C, H, W)
-        spatial = spatial.view(b, t, self.num_feat, h, w).unbind(1)  # T x (B, C, H, W)
-        lqs_ext, kb, ka = extend_clip(lqs, init_states)  # (B, kb+T+ka, 3, H, W)
-        flows_backward = pair_flows(self.spynet, lqs_ext[:, kb:], backward=True)  # (B, T+ka-1, 2, H, W)
-        flows_forward = pair_flows(self.spynet, lqs_ext[:, :kb + t], backward=False)  # (B, kb+T-1, 2, H, W)
-        feats: Dict[str, List[Tensor]] = {}
-        for name in BRANCHES:
-            walk = branch_walk(name, t, init_states, kb, ka, flows_forward, flows_backward)
-            feats[name] = self._propagate(spatial, feats, walk, name)
-        if states_only:
-            return PropagationStates.from_frames(feats, lqs, self.order, init_states)
-        last = feats[BRANCHES[-1]]
-        out = torch.stack([self._upsample(lqs[:, i], last[i]) for i in range(t)], dim=1)  # (B, T, 3, sH, sW)
-        if not return_states:
-            return out
-        return out, PropagationStates.from_frames(feats, lqs, self.order, init_states)
+        return list(spatial.view(b, t, self.num_feat, h, w).unbind(1))
 
-    def _propagate(self, spatial: Tuple[Tensor, ...], feats: Dict[str, List[Tensor]], walk: BranchWalk,
-                   name: str) -> List[Tensor]:
-        """Run branch ``name``; returns its T outputs (B, C, H, W) in time order.
+    def state_shape(self, lqs: Tensor) -> Tuple[int, int, int]:
+        return self.num_feat, lqs.size(3), lqs.size(4)
 
-        Args:
-            spatial (tuple[Tensor]): T shallow features (B, C, H, W) of the frames.
-            feats (dict): outputs of the branches already run, each a list of T (B, C, H, W).
-            walk (BranchWalk): the branch's frames, history and flows in processing order.
-            name (str): the branch.
-        """
-        outs: Dict[int, Tensor] = dict(enumerate(walk.history))  # position -> (B, C, H, W)
-        result: List[Tensor] = [None] * len(walk.frames)
-        for p, i in enumerate(walk.frames, start=len(walk.history)):
-            x = torch.cat([spatial[i], *(v[i] for v in feats.values())], dim=1)  # (B, (1+j)*C, H, W)
-            x = self.fusion[name](x)  # (B, C, H, W)
-            h1, h2 = _warped_history(walk, outs, p, x)
-            for group in self.body[name]:
-                x = group(x, h1, h2)  # (B, C, H, W)
-            outs[p] = x
-            outs.pop(p - self.order, None)  # only the last K outputs are looked at
-            result[i] = x
-        return result
+    def step(self, name: str, frame: Tensor, others: List[Tensor], history: History) -> Tensor:
+        """Fuse the frame with the earlier branches, warp the branch's outputs 1 and 2 steps back onto it
+        (zeros where missing), then the RITB groups."""
+        x = self.fusion[name](torch.cat([frame, *others], dim=1))  # (B, C, H, W)
+        zeros = torch.zeros_like(x)
+        h1 = history.warped(1, zeros)
+        h2 = history.warped(2, zeros) if history.any(1) else zeros
+        for group in self.body[name]:
+            x = group(x, h1, h2)  # (B, C, H, W)
+        return x
+
+    def reconstruct(self, lq: Tensor, frame: Tensor, feats: Dict[str, Tensor]) -> Tensor:
+        return self._upsample(lq, feats[BRANCHES[-1]])
 
     def _upsample(self, lq: Tensor, feat: Tensor) -> Tensor:
         """(B, 3, H, W) frame and its last-branch features (B, C, H, W) -> (B, 3, sH, sW)."""
@@ -187,26 +152,6 @@ class LRTIVSR(nn.Module):
         out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))  # (B, mid, 4H, 4W)
         out = self.conv_last(self.lrelu(self.conv_hr(out)))  # (B, 3, 4H, 4W)
         return out + F.interpolate(lq, scale_factor=4, mode='bilinear', align_corners=False)
-
-
-def _warped_history(walk: BranchWalk, outs: Dict[int, Tensor], p: int, x: Tensor) -> Tuple[Tensor, Tensor]:
-    """The branch's outputs at positions p-1 and p-2 warped onto p: two (B, C, H, W).
-
-    A sample whose position p-1 (p-2) does not exist gets zeros there, as at a plain clip's start.
-    The p-2 flow is BasicVSR++'s composition ``f1 + warp(f2, f1)`` (f1: p-1 onto p; f2: p-2 onto p-1).
-    """
-    b = x.size(0)
-    zeros = torch.zeros_like(x)
-    real_1, real_2 = walk.real(p - 1, b), walk.real(p - 2, b)
-    if not any(real_1):
-        return zeros, zeros
-    flow_1 = walk.flows[p]  # (B, 2, H, W)
-    h1 = select(real_1, flow_warp(outs[p - 1], flow_1.permute(0, 2, 3, 1)), zeros)
-    if not any(real_2):
-        return h1, zeros
-    flow_2 = flow_1 + flow_warp(walk.flows[p - 1], flow_1.permute(0, 2, 3, 1))  # (B, 2, H, W)
-    h2 = select(real_2, flow_warp(outs[p - 2], flow_2.permute(0, 2, 3, 1)), zeros)
-    return h1, h2
 
 
 def _linear_rates(rate: float, n: int) -> List[float]:

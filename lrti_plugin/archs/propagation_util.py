@@ -1,18 +1,16 @@
-"""The propagation skeleton shared by the LRTI-capable recurrent networks.
+"""Small helpers of the propagation engine (:mod:`lrti_plugin.archs.propagation`).
 
 A clip run with :class:`~lrti_plugin.state.BoundaryStates` is treated as an *extended* clip: the K
-LR frames before it, its T frames, the K frames after it. Flows are computed over the extended clip
-(so the flows across the borders are those of the long pass), and each branch walks its frames in
-its own processing order, starting from a *history* of K outputs taken from the states. Slots that
-do not exist in the long clip are masked per sample, which reproduces the plain run's zero start.
+LR frames before it, its T frames, the K frames after it (:func:`extend_clip`). Flows are computed over the
+extended clip (:func:`pair_flows`), so the flows across the borders are those of the long pass. Slots that
+do not exist in the long clip are masked per sample (:func:`select`), which reproduces the plain run's zero start.
 """
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from lrti_plugin.state import BoundaryStates, is_backward_branch
+from lrti_plugin.state import BoundaryStates
 
 Real = Tuple[bool, ...]  # per sample: does this slot exist in the long clip
 
@@ -78,56 +76,3 @@ def pair_flows(spynet, lqs: Tensor, backward: bool) -> Tensor:
     lqs_2 = lqs[:, 1:].reshape(-1, c, h, w)
     flows = spynet(lqs_1, lqs_2) if backward else spynet(lqs_2, lqs_1)
     return flows.view(b, e - 1, 2, h, w)
-
-
-@dataclass
-class BranchWalk:
-    """How one branch walks over a clip, in its processing order.
-
-    Positions p = 0 .. K'-1 are the history (outside the clip, oldest first), p = K' .. K'+T-1 the
-    clip's frames. ``flows[p]`` (B, 2, h, w) is the flow that warps the output of position p-1 onto
-    position p (``None`` for p = 0).
-    """
-
-    frames: List[int]
-    history: List[Tensor]
-    history_real: List[Real]
-    flows: List[Optional[Tensor]]
-
-    def real(self, p: int, batch: int) -> Real:
-        """Per sample, whether position p holds a real frame (positions < 0 never do)."""
-        if p < 0:
-            return (False, ) * batch
-        if p < len(self.history):
-            return self.history_real[p]
-        return (True, ) * batch
-
-
-def branch_walk(name: str, num_frames: int, init: Optional[BoundaryStates], kb: int, ka: int,
-                flows_forward: Tensor, flows_backward: Tensor) -> BranchWalk:
-    """The walk of branch ``name`` over a clip of ``num_frames`` frames (see :class:`BranchWalk`).
-
-    Args:
-        name (str): branch name; 'backward...' walks from the last frame to the first.
-        num_frames (int): T.
-        init (BoundaryStates | None): borders of the clip.
-        kb, ka (int): outside frames before/after the clip in the extended clip (see :func:`extend_clip`).
-        flows_forward (Tensor): (B, kb+T-1, 2, h, w) ``pair_flows(..., backward=False)`` of frames [0, kb+T).
-        flows_backward (Tensor): (B, T+ka-1, 2, h, w) ``pair_flows(..., backward=True)`` of frames [kb, E).
-    """
-    if is_backward_branch(name):
-        frames = list(range(num_frames - 1, -1, -1))
-        k = ka
-        hist = [init.feats[name][:, j] for j in range(k - 1, -1, -1)] if k else []
-        real = [tuple(j < n for n in init.num_after) for j in range(k - 1, -1, -1)] if k else []
-        # extended positions from last to first; position e (relative to kb) warps e+1 onto e
-        ext = list(range(num_frames + k - 1, -1, -1))
-        flows = [None] + [flows_backward[:, e] for e in ext[1:]]
-    else:
-        frames = list(range(num_frames))
-        k = kb
-        order = init.order if init is not None else 0
-        hist = [init.feats[name][:, order - k + j] for j in range(k)] if k else []
-        real = [tuple(order - k + j >= order - n for n in init.num_before) for j in range(k)] if k else []
-        flows = [None] + [flows_forward[:, e - 1] for e in range(1, num_frames + k)]
-    return BranchWalk(frames, hist, real, flows)
