@@ -1,0 +1,180 @@
+"""Streaming inference over arbitrarily long videos with any :class:`~lrti_plugin.archs.propagation.RecurrentVSR`.
+
+Four modes, each a generator of ``(start, sr)`` pieces in time order (``sr``: (1, n, 3, sH, sW) for frames
+``start .. start+n-1``), reading LR frames through ``read(start, stop) -> (1, stop-start, 3, H, W)``:
+
+``exact``
+    The output of one whole-sequence pass, in memory bounded by the chunk. The video is cut into chunks;
+    one no-grad *sweep* per branch, in that branch's direction, computes the branch chunk by chunk from the
+    *border states* (the K outputs next to each chunk) that the previous chunk left, while the branches
+    before it are recomputed inside each chunk from their own saved borders. Only the borders are kept
+    (``BorderStore``: K x (C, h, w) per branch and chunk, on the host or spilled to a folder); the last
+    sweep (a forward branch in every network of the plugin) reconstructs and emits each chunk as it goes.
+    Compute: branch j of n runs n - j times (BasicVSR: 1.5 branch passes per branch on average; BasicVSR++
+    and LRTI-VSR: 2.5), the reconstruction once; the encoder and flows once per sweep that needs them.
+``lookahead``
+    Online, one sweep: forward branches carry their states from chunk to chunk exactly as a whole pass
+    would (given their inputs), backward branches start from zeros ``lookahead`` frames after the chunk's
+    end (warm-up over R future frames). Compute (T + R) / T of a whole pass.
+``chunks``
+    Independent chunks from zero states, as BasicSR's and mmagic's inference scripts cut long videos.
+``whole``
+    One pass over every frame (memory grows with the video).
+
+Every chunk has at least K frames (the last chunks are balanced, not cut short), so the border a chunk
+leaves is always its own outputs.
+"""
+import os
+import tempfile
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from lrti_plugin.archs.propagation import RecurrentVSR
+from lrti_plugin.state import BoundaryStates, is_backward_branch
+
+MODES = ('exact', 'lookahead', 'chunks', 'whole')
+Reader = Callable[[int, int], Tensor]
+
+
+def chunk_spans(num_frames: int, chunk: int, min_len: int = 1) -> List[Tuple[int, int]]:
+    """Cut ``num_frames`` frames into consecutive ``(start, stop)`` spans of at most ``chunk`` frames and at
+    least ``min_len`` (when the video has that many): as many spans as ``ceil(num_frames / chunk)``, the
+    sizes differing by at most one, e.g. 10 frames, chunk 4 -> 4, 3, 3."""
+    if num_frames < 1:
+        raise ValueError(f'num_frames: expected at least 1 frame, got {num_frames}')
+    if chunk < max(1, min_len):
+        raise ValueError(f'chunk: expected at least {max(1, min_len)} frames, got {chunk}')
+    count = -(-num_frames // chunk)
+    count = max(1, min(count, num_frames // max(1, min_len)))
+    base, extra = divmod(num_frames, count)
+    spans, start = [], 0
+    for c in range(count):
+        stop = start + base + (1 if c < extra else 0)
+        spans.append((start, stop))
+        start = stop
+    return spans
+
+
+class BorderStore:
+    """The border states of an exact stream: ``(branch, chunk) -> (1, K, C, h, w)`` incoming border.
+
+    Kept on the CPU (``folder=None``) or written to ``folder`` as one file each, so that host memory stays
+    flat however long the video is (the files total K * C * h * w * 4 bytes per branch and chunk)."""
+
+    def __init__(self, folder: Optional[str] = None):
+        self.folder = folder
+        self._mem: Dict[Tuple[str, int], Tensor] = {}
+
+    def put(self, name: str, chunk: int, border: Tensor) -> None:
+        border = border.detach().to('cpu')
+        if self.folder is None:
+            self._mem[name, chunk] = border
+        else:
+            torch.save(border, os.path.join(self.folder, f'{name}_{chunk}.pt'))
+
+    def get(self, name: str, chunk: int) -> Optional[Tensor]:
+        if self.folder is None:
+            return self._mem.get((name, chunk))
+        path = os.path.join(self.folder, f'{name}_{chunk}.pt')
+        return torch.load(path) if os.path.isfile(path) else None
+
+
+def stream(net: RecurrentVSR, read: Reader, num_frames: int, mode: str = 'exact', chunk: int = 20,
+           lookahead: int = 10, spill: bool = False) -> Iterator[Tuple[int, Tensor]]:
+    """Super-resolve ``num_frames`` frames read by ``read`` in ``mode`` (see the module docstring).
+
+    Args:
+        net (RecurrentVSR): the network, in eval mode (call under ``torch.no_grad()``).
+        read (callable): ``read(start, stop)`` -> (1, stop-start, 3, H, W) LR frames on the net's device.
+        num_frames (int): frames of the video.
+        mode (str): ``exact`` | ``lookahead`` | ``chunks`` | ``whole``.
+        chunk (int): frames per chunk (not used by ``whole``); at least the net's order K.
+        lookahead (int): R, future frames the backward branches warm up over (``lookahead`` mode only).
+        spill (bool): ``exact``: keep the border states in a temporary folder instead of host memory.
+
+    Yields:
+        tuple: (start, (1, n, 3, sH, sW) SR frames start .. start+n-1), in time order, covering every frame.
+    """
+    if mode not in MODES:
+        raise ValueError(f'mode: expected one of {", ".join(MODES)}, got {mode!r}')
+    if net.training:
+        raise ValueError('stream: put the network in eval mode first (net.eval())')
+    if mode == 'whole':
+        yield 0, net(read(0, num_frames))
+        return
+    spans = chunk_spans(num_frames, chunk, net.order)
+    if mode == 'chunks':
+        for start, stop in spans:
+            yield start, net(read(start, stop))
+    elif mode == 'lookahead':
+        if not isinstance(lookahead, int) or lookahead < 0:
+            raise ValueError(f'lookahead: expected frames >= 0, got {lookahead!r}')
+        yield from _lookahead(net, read, num_frames, spans, lookahead)
+    elif spill:
+        with tempfile.TemporaryDirectory(prefix='lrti_borders_') as folder:
+            yield from _exact(net, read, num_frames, spans, BorderStore(folder))
+    else:
+        yield from _exact(net, read, num_frames, spans, BorderStore())
+
+
+def _exact(net: RecurrentVSR, read: Reader, num_frames: int, spans, store: BorderStore):
+    names, k = tuple(net.branches), net.order
+    last = len(names) - 1
+    emit_in_last_sweep = not is_backward_branch(names[last])
+    for j, name in enumerate(names):
+        emit = j == last and emit_in_last_sweep
+        order = range(len(spans) - 1, -1, -1) if is_backward_branch(name) else range(len(spans))
+        for c in order:
+            lqs, init = _chunk_input(net, read, num_frames, spans, c, names[:j + 1], store)
+            feats, out = net.propagate(lqs, init, branches=names[:j + 1], outputs=None if emit else 0)
+            if is_backward_branch(name) and c > 0:
+                store.put(name, c - 1, torch.stack(feats[name][:k], dim=1))
+            elif not is_backward_branch(name) and c < len(spans) - 1:
+                store.put(name, c + 1, torch.stack(feats[name][-k:], dim=1))
+            if emit:
+                yield spans[c][0], out
+    if not emit_in_last_sweep:  # a network whose last branch runs backward: one more pass, in time order
+        for c in range(len(spans)):
+            lqs, init = _chunk_input(net, read, num_frames, spans, c, names, store)
+            yield spans[c][0], net.propagate(lqs, init)[1]
+
+
+def _lookahead(net: RecurrentVSR, read: Reader, num_frames: int, spans, lookahead: int):
+    names, k = tuple(net.branches), net.order
+    carry = BorderStore()
+    for c, (start, stop) in enumerate(spans):
+        end = min(num_frames, stop + lookahead)
+        lqs, init = _chunk_input(net, read, num_frames, [(start, end)], 0, names, carry, after=False)
+        feats, out = net.propagate(lqs, init, outputs=stop - start)
+        for name in names:
+            if not is_backward_branch(name):
+                carry.put(name, 0, torch.stack(feats[name][stop - start - k:stop - start], dim=1))
+        yield start, out
+
+
+def _chunk_input(net: RecurrentVSR, read: Reader, num_frames: int, spans, c: int, names, store: BorderStore,
+                 after: bool = True) -> Tuple[Tensor, Optional[BoundaryStates]]:
+    """The LR frames of chunk ``c`` and its BoundaryStates for branches ``names`` (each branch's incoming
+    border from ``store``; zeros where the store has none, i.e. at the video's ends). ``after=False``: the
+    frames after the chunk are treated as missing (lookahead: backward branches start from zeros)."""
+    k = net.order
+    start, stop = spans[c]
+    nb = min(k, start)
+    na = min(k, num_frames - stop) if after else 0
+    frames = read(start - nb, stop + na)  # (1, nb + T + na, 3, H, W)
+    lqs = frames[:, nb:nb + stop - start]
+    if nb == 0 and na == 0 and all(store.get(n, c) is None for n in names):
+        return lqs, None
+    b, _, ch, h, w = lqs.shape
+    lqs_before = lqs.new_zeros(b, k, ch, h, w)
+    lqs_after = lqs.new_zeros(b, k, ch, h, w)
+    lqs_before[:, k - nb:] = frames[:, :nb]
+    lqs_after[:, :na] = frames[:, nb + stop - start:]
+    shape = net.state_shape(lqs)
+    feats = {}
+    for name in names:
+        border = store.get(name, c)
+        feats[name] = border.to(lqs) if border is not None else lqs.new_zeros(b, k, *shape)
+    return lqs, BoundaryStates(feats, lqs_before, lqs_after, (nb, ) * b, (na, ) * b)
