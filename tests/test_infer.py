@@ -1,4 +1,4 @@
-"""python -m lrti_plugin.infer (first version): frame folders in and out, whole and chunked passes, bad inputs."""
+"""python -m lrti_plugin.infer: frame folders and video files in and out, every mode, bad inputs."""
 import os
 
 import cv2
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrti_plugin import infer
+from lrti_plugin import infer, video_io
 from lrti_plugin.archs.basicvsr_arch import LRTIBasicVSR
 
 NAMES = ['a_001.png', 'a_002.png', 'a_003.png', 'b_010.png', 'b_011.jpg']  # names are kept, extension becomes png
@@ -34,8 +34,14 @@ def weights(tmp_path):
     return path, ema
 
 
+def _frames(folder, count=None):
+    """(T, 3, H, W) float frames of a folder, as infer reads them."""
+    source = video_io.FrameFolder(video_io.list_frames(str(folder))[:count])
+    return torch.from_numpy(source.read(0, len(source))).permute(0, 3, 1, 2).float() / 255.0
+
+
 def _expected(net, folder, spans):
-    frames = infer.read_frames(infer.list_frames(str(folder)))
+    frames = _frames(folder)
     with torch.no_grad():
         outs = [net.eval()(frames[s:e].unsqueeze(0))[0] for s, e in spans]
     out = torch.cat(outs).clamp(0, 1)
@@ -47,7 +53,7 @@ def _run(argv, capsys):
     return code, capsys.readouterr()
 
 
-@pytest.mark.parametrize('mode, spans', [('whole', [(0, 5)]), ('chunks', [(0, 2), (2, 4), (4, 5)])])
+@pytest.mark.parametrize('mode, spans', [('whole', [(0, 5)]), ('exact', [(0, 5)]), ('chunks', [(0, 2), (2, 4), (4, 5)])])
 def test_upscales_a_folder_with_the_ema_weights_keeping_names(clip, weights, tmp_path, capsys, mode, spans):
     path, ema = weights
     out = tmp_path / 'sr'
@@ -109,7 +115,7 @@ def test_an_interrupted_run_leaves_no_output(clip, weights, tmp_path, capsys, mo
     path, _ = weights
 
     def interrupt(*args, **kwargs):
-        yield 0, torch.zeros(2, 3, 144, 160)
+        yield 0, torch.zeros(1, 2, 3, 144, 160)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(infer, 'upscale', interrupt)
@@ -130,9 +136,96 @@ def test_an_options_file_gives_the_arch_and_its_weights(clip, weights, tmp_path,
         'path': {'pretrain_network_g': str(path)}}))
     code, cap = _run(['-i', clip, '-o', tmp_path / 'sr', '--opt', opt, '--device', 'cpu', '--max-frames', 3], capsys)
     assert code == 0, cap.err
-    frames = infer.read_frames(infer.list_frames(str(clip))[:3])
+    frames = _frames(clip, 3)
     with torch.no_grad():
         want = (ema.eval()(frames.unsqueeze(0))[0].clamp(0, 1).permute(0, 2, 3, 1).numpy()[..., ::-1] * 255).round()
     got = np.stack([cv2.imread(str(tmp_path / 'sr' / f'a_00{i}.png')) for i in (1, 2, 3)])
     assert sorted(os.listdir(tmp_path / 'sr')) == ['a_001.png', 'a_002.png', 'a_003.png']
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def _make_video(path, frames, fps=10, audio_seconds=None, audio=True):
+    """An mp4 of ``frames`` ((n, H, W, 3) uint8 RGB, H.264 lossless) with an AAC sine track."""
+    import av
+
+    with av.open(str(path), 'w') as out:
+        video = out.add_stream('libx264', rate=fps)
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], 'yuv444p'
+        video.options = {'crf': '0'}
+        sound = out.add_stream('aac', rate=8000) if audio else None
+        for img in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(img, format='rgb24')):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        if sound is not None:
+            seconds = audio_seconds or len(frames) / fps
+            t = np.arange(int(8000 * seconds)) / 8000
+            samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            frame = av.AudioFrame.from_ndarray(samples, format='fltp', layout='mono')
+            frame.sample_rate, frame.pts = 8000, 0
+            for packet in [*sound.encode(frame), *sound.encode()]:
+                out.mux(packet)
+
+
+def _probe(path):
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        info = dict(rate=v.average_rate, codec=v.codec_context.name, primaries=v.codec_context.color_primaries)
+        decoded = list(c.decode(v))
+        frames = [f.to_ndarray(format='rgb24') for f in decoded]
+        pts = [f.pts * v.time_base for f in decoded]
+    with av.open(str(path)) as c:
+        audio = [s for s in c.streams if s.type == 'audio']
+        info['audio'] = [(s.codec_context.name, s.rate) for s in audio]
+        packets = [(p.pts, bytes(p)) for p in c.demux(audio[0]) if p.size] if audio else []
+    return np.stack(frames), pts, packets, info
+
+
+def test_upscales_an_mp4_with_audio_keeping_frames_rate_timestamps_and_audio(tmp_path, weights, capsys):
+    path, ema = weights
+    rng = np.random.default_rng(1)
+    base = cv2.resize(rng.uniform(0, 255, (9, 10, 3)).astype(np.float32), (40, 36), interpolation=cv2.INTER_CUBIC)
+    frames = np.stack([np.clip(np.roll(base, i, axis=1), 0, 255).astype(np.uint8) for i in range(7)])
+    src = tmp_path / 'in.mp4'
+    _make_video(src, frames, fps=10)
+    out = tmp_path / 'out.mp4'
+    code, cap = _run(['-i', src, '-o', out, '--arch', 'LRTIBasicVSR', '--weights', path, '--arch-opt', 'num_feat=8',
+                      'num_block=1', '--mode', 'exact', '--chunk', 3, '--device', 'cpu', '--crf', 0], capsys)
+    assert code == 0, cap.err
+    src_frames, src_pts, src_audio, src_info = _probe(src)
+    got, pts, audio, info = _probe(out)
+    assert len(got) == 7 and pts == src_pts and info['rate'] == src_info['rate'] == 10
+    assert info['codec'] == 'h264' and info['primaries'] == 1  # BT.709
+    assert info['audio'] == src_info['audio'] and audio == src_audio  # the very packets, same timestamps
+    import av
+
+    lq = torch.from_numpy(src_frames).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+    with torch.no_grad():
+        want = ema.eval()(lq)[0].clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
+    # lossless H.264 (--crf 0) of yuv420p BT.709: the SR frames through that colour conversion, nothing else
+    trip = np.stack([av.VideoFrame.from_ndarray(x, format='rgb24').reformat(format='yuv420p', dst_colorspace='ITU709')
+                     .reformat(format='rgb24', src_colorspace='ITU709').to_ndarray() for x in want])
+    assert got.shape == (7, 144, 160, 3)
+    assert np.abs(got.astype(int) - trip).max() <= 2
+    assert np.abs(got.astype(int) - want).mean() > 0.5  # (the conversion is not a no-op: the check above has teeth)
+
+
+def test_video_bad_inputs_are_one_line(tmp_path, weights, capsys):
+    path, _ = weights
+    model = ['--arch', 'LRTIBasicVSR', '--weights', path, '--arch-opt', 'num_feat=8', 'num_block=1', '--device', 'cpu']
+    corrupt = tmp_path / 'corrupt.mp4'
+    corrupt.write_bytes(b'not a video at all' * 100)
+    _one_line_error(*_run(['-i', corrupt, '-o', tmp_path / 'o.mp4', *model], capsys), 'corrupt.mp4', 'cannot decode')
+    empty = tmp_path / 'empty.mp4'
+    _make_video(empty, np.zeros((0, 36, 40, 3), np.uint8), audio_seconds=0.5)
+    _one_line_error(*_run(['-i', empty, '-o', tmp_path / 'o.mp4', *model], capsys), 'empty.mp4', 'no video frames')
+    good = tmp_path / 'good.mp4'
+    _make_video(good, np.zeros((2, 36, 40, 3), np.uint8), audio=False)
+    before = good.read_bytes()
+    _one_line_error(*_run(['-i', good, '-o', good, *model, '--overwrite'], capsys), 'must not be')
+    _one_line_error(*_run(['-i', good, '-o', tmp_path / 'nowhere' / 'o.mp4', *model], capsys), 'cannot write into')
+    assert good.read_bytes() == before
+    assert not (tmp_path / 'o.mp4').exists() and not [p for p in os.listdir(tmp_path) if '.partial-' in p]

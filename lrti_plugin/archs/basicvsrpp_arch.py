@@ -15,26 +15,12 @@ from torch.nn import functional as F
 
 from lrti_plugin.archs.basicvsr_arch import build_spynet
 from lrti_plugin.archs.propagation import History, RecurrentVSR, store
-from lrti_plugin.archs.propagation_util import autocast_device, check_lr_size, select
+from lrti_plugin.archs.propagation_util import check_lr_size, run_in_float32, select
 from lrti_plugin.utils.validate import expect_bool, expect_int, expect_number, is_int
 
 BRANCHES = ('backward_1', 'forward_1', 'backward_2', 'forward_2')
 # BasicSR asserts this on the frames SpyNet sees (the LR input, or a same-size input downscaled x4).
 FLOW_MIN_SIZE = 64
-
-
-def _run_in_float32(module: nn.Module, *inputs: Tensor) -> Tensor:
-    """``module(*inputs)``, in float32 when autocast is on for the inputs' device.
-
-    Under mixed precision the deformable alignment (offset head and ``deform_conv2d``) runs in float32
-    on every device: torchvision has no half/bfloat16 ``deform_conv2d`` on a CPU and casts it to float32
-    on CUDA anyway, and offsets of up to ``max_residue_magnitude`` plus the flow need float32 resolution.
-    """
-    device_type = autocast_device(inputs[0])
-    if not torch.is_autocast_enabled(device_type):
-        return module(*inputs)
-    with torch.autocast(device_type=device_type, enabled=False):
-        return module(*(x.float() for x in inputs))
 
 
 @ARCH_REGISTRY.register()
@@ -139,6 +125,10 @@ class LRTIBasicVSRPP(RecurrentVSR):
     def _align(self, name: str, history: History, feat_current: Tensor) -> Tensor:
         """Second-order flow-guided deformable alignment of the outputs 1 and 2 steps back: (B, C, h, w).
 
+        Under mixed precision the alignment (offset head and ``deform_conv2d``) runs in float32 on every
+        device: torchvision has no half/bfloat16 ``deform_conv2d`` on a CPU and casts it to float32 on CUDA
+        anyway, and offsets of up to ``max_residue_magnitude`` plus the flow need float32 resolution.
+
         A sample without the output 1 (2) step(s) back gets what BasicSR's loop gives its first
         (second) frame: zeros (zero second-order terms).
         """
@@ -154,7 +144,7 @@ class LRTIBasicVSRPP(RecurrentVSR):
             flow_n2 = select(real_2, flow_2, flow_n2)
             cond_n2 = select(real_2, flow_warp(history.feat(2), flow_2.permute(0, 2, 3, 1)), zeros)
         cond = torch.cat([cond_n1, feat_current, cond_n2], dim=1)  # (B, 3C, h, w)
-        aligned = _run_in_float32(self.deform_align[name], torch.cat([feat_n1, feat_n2], dim=1), cond, flow_n1, flow_n2)
+        aligned = run_in_float32(self.deform_align[name], torch.cat([feat_n1, feat_n2], dim=1), cond, flow_n1, flow_n2)
         return select(history.real(1), aligned.to(feat_current.dtype), zeros)
 
     def _upsample(self, lq: Tensor, spatial: Tensor, branch_feats: List[Tensor]) -> Tensor:

@@ -26,7 +26,7 @@ import torch
 from basicsr.archs.arch_util import flow_warp
 from torch import Tensor, nn
 
-from lrti_plugin.archs.propagation_util import Real, extend_clip, pair_flows, select
+from lrti_plugin.archs.propagation_util import Real, extend_clip, pair_flows, run_in_float32, select
 from lrti_plugin.state import BoundaryStates, PropagationStates, check_boundary_states, is_backward_branch
 
 
@@ -274,7 +274,8 @@ class RecurrentVSR(nn.Module):
         return feats, out
 
     def _flows(self, lqs: Tensor, init: Optional[BoundaryStates], branches: Sequence[str]):
-        """Pair flows over the clip extended by its outside frames, only in the directions ``branches`` walk.
+        """Pair flows over the clip extended by its outside frames, only in the directions ``branches`` walk
+        (in float32 under mixed precision).
 
         Returns:
             tuple: flows_forward (B, kb+T-1, 2, h, w) or None, flows_backward (B, T+ka-1, 2, h, w) or None,
@@ -285,14 +286,20 @@ class RecurrentVSR(nn.Module):
         t = lqs.size(1)
         need_backward = any(is_backward_branch(n) for n in branches)
         need_forward = not all(is_backward_branch(n) for n in branches)
-        flows_backward = pair_flows(self.spynet, seen[:, kb:], backward=True) if need_backward else None
+        flows_backward = run_in_float32(self._pair_flows_backward, seen[:, kb:]) if need_backward else None
         flows_forward = None
         if need_forward:
             if need_backward and self.reuse_mirrored_flows and init is None and is_mirrored(lqs):
                 flows_forward = flows_backward.flip(1)  # the same pairs, in the other order
             else:
-                flows_forward = pair_flows(self.spynet, seen[:, :kb + t], backward=False)
+                flows_forward = run_in_float32(self._pair_flows_forward, seen[:, :kb + t])
         return flows_forward, flows_backward, kb, ka
+
+    def _pair_flows_backward(self, frames: Tensor) -> Tensor:
+        return pair_flows(self.spynet, frames, backward=True)
+
+    def _pair_flows_forward(self, frames: Tensor) -> Tensor:
+        return pair_flows(self.spynet, frames, backward=False)
 
     def _walk(self, name: str, walk: BranchWalk, frames: List[Tensor], feats: Dict[str, List[Tensor]], host: bool,
               device: torch.device) -> List[Tensor]:

@@ -21,6 +21,16 @@ def autocast_device(t: Tensor) -> str:
     return 'cpu' if t.device.type == 'meta' else t.device.type
 
 
+def run_in_float32(fn, *inputs: Tensor) -> Tensor:
+    """``fn(*inputs)``, in float32 when autocast is on for the inputs' device (flows and alignment need the
+    resolution: a bfloat16 flow is off by up to 0.25 px at 64 px of motion)."""
+    device_type = autocast_device(inputs[0])
+    if not torch.is_autocast_enabled(device_type):
+        return fn(*inputs)
+    with torch.autocast(device_type=device_type, enabled=False):
+        return fn(*(x.float() for x in inputs))
+
+
 def check_lr_size(lqs: Tensor, min_size: int, why: str) -> None:
     """Raise ValueError unless ``lqs`` is (B, T, 3, H, W) with T >= 1 and H, W >= min_size."""
     if lqs.dim() != 5 or lqs.size(2) != 3 or lqs.size(1) < 1:

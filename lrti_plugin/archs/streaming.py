@@ -144,7 +144,7 @@ def _exact(net: RecurrentVSR, read: Reader, num_frames: int, spans, store: Borde
 def _lookahead(net: RecurrentVSR, read: Reader, num_frames: int, spans, lookahead: int):
     names, k = tuple(net.branches), net.order
     carry = BorderStore()
-    for c, (start, stop) in enumerate(spans):
+    for start, stop in spans:
         end = min(num_frames, stop + lookahead)
         lqs, init = _chunk_input(net, read, num_frames, [(start, end)], 0, names, carry, after=False)
         feats, out = net.propagate(lqs, init, outputs=stop - start)
