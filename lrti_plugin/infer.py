@@ -5,6 +5,7 @@ Usage::
     python -m lrti_plugin.infer -i INPUT -o OUTPUT (--opt OPTIONS.yml | --arch NAME --weights FILE)
         [--mode exact|lookahead|chunks|whole] [--chunk N] [--lookahead R] [--max-frames N]
         [--device auto|cpu|cuda] [--amp none|bfloat16|float16] [--crf Q] [--fps F] [--overwrite]
+        [--gt GT [--crop-border N] [--report DIR]]
 
 Input: a video file (anything FFmpeg decodes: mp4, mkv, mov...), a folder of frames (png, jpg, bmp, tif,
 webp; sorted by name) or a glob pattern in quotes. Output: a video file (H.264, ``--crf`` quality, the
@@ -22,6 +23,10 @@ in memory bounded by ``--chunk`` (one sweep per branch, keeping only border stat
 of a whole pass for BasicVSR, 2.5x at most for the four-branch nets); ``lookahead`` is one online sweep
 whose backward branches warm up over ``--lookahead`` future frames; ``chunks`` runs independent chunks from
 zero states (what other tools do); ``whole`` runs every frame in one pass (memory grows with the video).
+
+``--gt`` (a video or frames of the output's size) scores every frame as it is written (PSNR/SSIM on RGB
+and Y, tOF) into ``OUTPUT_scores/``: ``scores.json``, ``scores.csv``, ``psnr_per_frame.png`` and
+``comparison.png`` (:mod:`lrti_plugin.scoring`).
 
 Every bad input (unreadable or corrupt video, a video without frames, unreadable or mixed-size frames,
 non-image files, output equal to or inside the input, an existing output without ``--overwrite``, an
@@ -129,9 +134,16 @@ def run(args) -> None:
     device = _device(args.device)
     net = load_network(args.opt, args.arch, args.weights, parse_arch_opts(args.arch_opt), device)
     source = video_io.open_source(args.input, args.max_frames)
-    sink = None
+    sink = gt = scorer = None
     start_time = time.perf_counter()
     try:
+        if args.gt:
+            gt = video_io.open_source(args.gt, len(source))
+            if len(gt) < len(source):
+                raise InferError(f'--gt {args.gt}: {len(gt)} frames, but the input has {len(source)}')
+            from lrti_plugin.scoring import GtScorer
+
+            scorer = GtScorer(source.names, args.crop_border)
         if is_video(args.output):
             sink = video_io.VideoSink(args.output, source, fps=args.fps, crf=args.crf)
         else:
@@ -141,10 +153,15 @@ def run(args) -> None:
             head = next(pieces)  # a frame the arch refuses (too small...) fails here, before any progress output
         except ValueError as err:
             raise InferError(f'{args.input}: {err}') from None
+        if gt is not None and tuple(gt.size) != tuple(head[1].shape[-2:]):
+            raise InferError(f'--gt {args.gt}: frames of {gt.size[1]}x{gt.size[0]}, but the output is '
+                             f'{head[1].size(-1)}x{head[1].size(-2)}')
         with tqdm(total=len(source), unit='frame', desc=args.mode, file=sys.stderr) as bar:
-            for _, sr in itertools.chain([head], pieces):
-                for rgb in video_io.iter_rgb(sr):
+            for start, sr in itertools.chain([head], pieces):
+                for i, rgb in enumerate(video_io.iter_rgb(sr), start=start):
                     sink.write(rgb)
+                    if scorer is not None:
+                        scorer.add(rgb, gt.read(i, i + 1)[0], source.read(i, i + 1)[0])
                 bar.update(sr.size(1))
         video_io.commit(sink.close(), args.output)
     except BaseException:
@@ -153,8 +170,15 @@ def run(args) -> None:
         raise
     finally:
         source.close()
+        if gt is not None:
+            gt.close()
     seconds = time.perf_counter() - start_time
     print(f'{len(source)} frames -> {args.output} ({args.mode}, {len(source) / seconds:.2f} frames/s on {device})')
+    if scorer is not None:
+        report = args.report or os.path.splitext(args.output.rstrip(os.sep))[0] + '_scores'
+        mean = scorer.write(report, f'{os.path.basename(args.output)} vs {os.path.basename(args.gt)} ({args.mode})')
+        print(f'vs GT: PSNR {mean["psnr"]:.4f} dB, SSIM {mean["ssim"]:.4f}, Y-PSNR {mean["psnr_y"]:.4f} dB, '
+              f'Y-SSIM {mean["ssim_y"]:.4f}, tOF {mean["tof"]:.4f} (per frame: {report}/scores.csv)')
 
 
 def _device(name: str):
@@ -192,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='mixed precision (flows and deformable alignment stay in float32)')
     parser.add_argument('--crf', type=int, default=18, help='H.264 quality of a video output (0 lossless; default 18)')
     parser.add_argument('--fps', type=float, default=25.0, help='frame rate of a video made from frames (default 25)')
+    parser.add_argument('--gt', help='ground truth (video or frames) to score the output against: PSNR/SSIM, tOF')
+    parser.add_argument('--crop-border', type=int, default=0, help='pixels ignored at each edge when scoring')
+    parser.add_argument('--report', help='where --gt writes its scores and plots (default: OUTPUT_scores/)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
     return parser
 

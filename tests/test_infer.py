@@ -229,3 +229,57 @@ def test_video_bad_inputs_are_one_line(tmp_path, weights, capsys):
     _one_line_error(*_run(['-i', good, '-o', tmp_path / 'nowhere' / 'o.mp4', *model], capsys), 'cannot write into')
     assert good.read_bytes() == before
     assert not (tmp_path / 'o.mp4').exists() and not [p for p in os.listdir(tmp_path) if '.partial-' in p]
+
+
+def test_gt_scores_every_frame_and_writes_the_report(clip, weights, tmp_path, capsys):
+    import json
+
+    from basicsr.metrics import calculate_psnr
+
+    path, _ = weights
+    out = tmp_path / 'sr'
+    model = ['--arch', 'LRTIBasicVSR', '--weights', path, '--arch-opt', 'num_feat=8', 'num_block=1', '--device', 'cpu']
+    gt = tmp_path / 'gt'
+    gt.mkdir()
+    rng = np.random.default_rng(3)
+    for name in NAMES:  # a GT of the output's size (its content does not matter for the bookkeeping)
+        cv2.imwrite(str(gt / (os.path.splitext(name)[0] + '.png')), rng.integers(0, 256, (144, 160, 3), np.uint8))
+    code, cap = _run(['-i', clip, '-o', out, *model, '--gt', gt, '--crop-border', 2], capsys)
+    assert code == 0, cap.err
+    report = json.loads((tmp_path / 'sr_scores' / 'scores.json').read_text())
+    assert [f['frame'] for f in report['frames']] == [os.path.splitext(n)[0] for n in NAMES]
+    for f, name in zip(report['frames'], NAMES):
+        stem = os.path.splitext(name)[0] + '.png'
+        sr, g = cv2.imread(str(out / stem)), cv2.imread(str(gt / stem))
+        assert f['psnr'] == pytest.approx(calculate_psnr(sr, g, 2), abs=1e-9)
+        assert f['psnr_y'] == pytest.approx(calculate_psnr(sr, g, 2, test_y_channel=True), abs=1e-9)
+    assert report['frames'][0]['tof'] is None and all(f['tof'] > 0 for f in report['frames'][1:])
+    assert report['mean']['psnr'] == pytest.approx(np.mean([f['psnr'] for f in report['frames']]))
+    assert f'PSNR {report["mean"]["psnr"]:.4f} dB' in cap.out
+    for name in ('scores.csv', 'psnr_per_frame.png', 'comparison.png'):
+        assert (tmp_path / 'sr_scores' / name).stat().st_size > 0
+
+    few = tmp_path / 'few'
+    few.mkdir()
+    cv2.imwrite(str(few / '1.png'), np.zeros((144, 160, 3), np.uint8))
+    _one_line_error(*_run(['-i', clip, '-o', tmp_path / 'x', *model, '--gt', few], capsys), '1 frames', 'has 5')
+    small = tmp_path / 'small_gt'
+    small.mkdir()
+    for name in NAMES:
+        cv2.imwrite(str(small / (os.path.splitext(name)[0] + '.png')), np.zeros((36, 40, 3), np.uint8))
+    _one_line_error(*_run(['-i', clip, '-o', tmp_path / 'x', *model, '--gt', small], capsys), '40x36', '160x144')
+    assert not (tmp_path / 'x').exists()
+
+
+def test_tof_is_zero_for_identical_motion_and_grows_with_a_wrong_one():
+    from lrti_plugin.scoring import GtScorer
+
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (64, 64, 3)).astype(np.uint8), (5, 5), 2)
+    moving = [np.roll(base, 2 * i, axis=1) for i in range(3)]
+    still = [base] * 3
+    same, wrong = GtScorer(['a', 'b', 'c']), GtScorer(['a', 'b', 'c'])
+    for i in range(3):
+        same.add(moving[i], moving[i], moving[i][::4, ::4])
+        wrong.add(still[i], moving[i], still[i][::4, ::4])
+    assert same.summary()['tof'] < 1e-6 and wrong.summary()['tof'] > 0.5
