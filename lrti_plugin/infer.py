@@ -87,8 +87,11 @@ def load_network(opt_path: Optional[str], arch: Optional[str], weights: Optional
     return net.eval().to(device)
 
 
-def upscale(net, source, mode: str, chunk: int, lookahead: int, device, amp: str = 'none'):
-    """Yield (first frame index, (1, n, 3, sH, sW) SR frames) of ``source`` (a ``video_io`` source) in time order."""
+def upscale(net, source, mode: str, chunk: int, lookahead: int, device, amp: str = 'none', cuts=()):
+    """Yield (first frame index, (1, n, 3, sH, sW) SR frames) of ``source`` (a ``video_io`` source) in time order.
+
+    ``cuts``: frame indices where a new shot starts; each shot is run on its own, from zero states (no state
+    crosses a cut, so the previous shot does not bleed into the next)."""
     import torch
 
     from lrti_plugin.archs.propagation import RecurrentVSR
@@ -100,17 +103,23 @@ def upscale(net, source, mode: str, chunk: int, lookahead: int, device, amp: str
 
     autocast = contextlib.nullcontext() if amp == 'none' else torch.autocast(
         device.type, dtype=getattr(torch, amp))
+    if not isinstance(net, RecurrentVSR) and mode in ('exact', 'lookahead'):
+        raise InferError(f'--mode {mode}: {type(net).__name__} does not run on the propagation engine '
+                         '(use --mode whole or chunks)')
+    bounds = [0, *cuts, len(source)]
     with torch.no_grad(), autocast:
-        if isinstance(net, RecurrentVSR):
-            yield from stream(net, read, len(source), mode, chunk, lookahead)
-        elif mode in ('exact', 'lookahead'):
-            raise InferError(f'--mode {mode}: {type(net).__name__} does not run on the propagation engine '
-                             '(use --mode whole or chunks)')
-        else:
-            spans = [(0, len(source))] if mode == 'whole' else [
-                (s, min(s + chunk, len(source))) for s in range(0, len(source), chunk)]
-            for start, stop in spans:
-                yield start, net(read(start, stop))
+        for first, last in zip(bounds, bounds[1:]):
+            def shot_read(start, stop, first=first):
+                return read(first + start, first + stop)
+
+            if isinstance(net, RecurrentVSR):
+                pieces = stream(net, shot_read, last - first, mode, chunk, lookahead)
+            else:
+                spans = [(0, last - first)] if mode == 'whole' else [
+                    (s, min(s + chunk, last - first)) for s in range(0, last - first, chunk)]
+                pieces = ((start, net(shot_read(start, stop))) for start, stop in spans)
+            for start, sr in pieces:
+                yield first + start, sr
 
 
 def _check_paths(inp: str, out: str, overwrite: bool) -> None:
@@ -148,7 +157,11 @@ def run(args) -> None:
             sink = video_io.VideoSink(args.output, source, fps=args.fps, crf=args.crf)
         else:
             sink = video_io.PngSink(args.output, source.names)
-        pieces = upscale(net, source, args.mode, args.chunk, args.lookahead, device, args.amp)
+        cuts = video_io.scene_cuts(source, args.scene_cut)
+        if cuts:
+            print(f'{len(cuts)} scene cut(s), states reset at frame(s) {", ".join(map(str, cuts[:20]))}'
+                  f'{" ..." if len(cuts) > 20 else ""}', file=sys.stderr)
+        pieces = upscale(net, source, args.mode, args.chunk, args.lookahead, device, args.amp, cuts)
         try:
             head = next(pieces)  # a frame the arch refuses (too small...) fails here, before any progress output
         except ValueError as err:
@@ -216,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='mixed precision (flows and deformable alignment stay in float32)')
     parser.add_argument('--crf', type=int, default=18, help='H.264 quality of a video output (0 lossless; default 18)')
     parser.add_argument('--fps', type=float, default=25.0, help='frame rate of a video made from frames (default 25)')
+    parser.add_argument('--scene-cut', type=float, default=0.0, metavar='T',
+                        help='reset the states at hard cuts: mean grey difference of consecutive frames above T '
+                             '(0..255; 30 is a good start; default 0: off)')
     parser.add_argument('--gt', help='ground truth (video or frames) to score the output against: PSNR/SSIM, tOF')
     parser.add_argument('--crop-border', type=int, default=0, help='pixels ignored at each edge when scoring')
     parser.add_argument('--report', help='where --gt writes its scores and plots (default: OUTPUT_scores/)')

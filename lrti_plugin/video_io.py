@@ -288,6 +288,29 @@ class VideoSink:
             os.remove(self.tmp)
 
 
+def scene_cuts(source, threshold: float) -> List[int]:
+    """Frame indices where a new shot starts: the mean absolute difference of consecutive grey frames
+    (downscaled to 64 pixels wide, 0..255) is above ``threshold``. One pass, two frames in memory.
+
+    Measured on real footage: hand-held shots stay below 10 (two hand-held phone videos: at most 9.7, 99th
+    percentile 2.3 and 5.2), cuts between unrelated shots gave 61 to 85; 30 sits between them.
+    ``threshold <= 0`` finds none."""
+    import cv2
+
+    if threshold <= 0:
+        return []
+    cuts, prev = [], None
+    for i in range(len(source)):
+        frame = source.read(i, i + 1)[0]
+        h, w = frame.shape[:2]
+        small = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (64, max(1, round(64 * h / w))),
+                           interpolation=cv2.INTER_AREA).astype(np.float32)
+        if prev is not None and float(np.abs(small - prev).mean()) > threshold:
+            cuts.append(i)
+        prev = small
+    return cuts
+
+
 def commit(tmp: str, out: str) -> None:
     """Replace ``out`` (if any) by the finished ``tmp``."""
     if os.path.isdir(out):

@@ -283,3 +283,38 @@ def test_tof_is_zero_for_identical_motion_and_grows_with_a_wrong_one():
         same.add(moving[i], moving[i], moving[i][::4, ::4])
         wrong.add(still[i], moving[i], still[i][::4, ::4])
     assert same.summary()['tof'] < 1e-6 and wrong.summary()['tof'] > 0.5
+
+
+def test_scene_cut_resets_the_states_so_shots_do_not_bleed(tmp_path, capsys):
+    torch.manual_seed(0)
+    ema = LRTIBasicVSR(num_feat=8, num_block=1)
+    with torch.no_grad():  # a random net barely uses its states; stronger convolutions make them matter
+        for name, p in ema.named_parameters():
+            if not name.startswith('spynet') and p.dim() == 4:
+                p.mul_(2)
+    path = tmp_path / 'stateful.pth'
+    torch.save({'params': ema.state_dict()}, path)
+    rng = np.random.default_rng(5)
+    folder = tmp_path / 'two_shots'
+    folder.mkdir()
+    shots = []
+    for shot in range(2):  # two unrelated shots of 3 frames, each a slowly moving texture
+        base = cv2.resize(rng.uniform(0, 255, (9, 10, 3)).astype(np.float32), (40, 36), interpolation=cv2.INTER_CUBIC)
+        shots.append([np.clip(np.roll(base, i, axis=1), 0, 255).astype(np.uint8) for i in range(3)])
+        for i, img in enumerate(shots[-1]):
+            cv2.imwrite(str(folder / f'{shot}{i}.png'), img)
+    model = ['--arch', 'LRTIBasicVSR', '--weights', path, '--arch-opt', 'num_feat=8', 'num_block=1', '--device', 'cpu']
+    code, cap = _run(['-i', folder, '-o', tmp_path / 'cut', *model, '--scene-cut', 30], capsys)
+    assert code == 0 and 'states reset at frame(s) 3' in cap.err, cap.err
+    code, cap = _run(['-i', folder, '-o', tmp_path / 'nocut', *model], capsys)
+    assert code == 0, cap.err
+    want = []
+    with torch.no_grad():
+        for frames in shots:  # each shot on its own, from zero states
+            x = torch.from_numpy(np.stack(frames)[..., ::-1].copy()).permute(0, 3, 1, 2).float().div(255)
+            want += list(ema.eval()(x.unsqueeze(0))[0].clamp(0, 1).mul(255).round().permute(0, 2, 3, 1).numpy())
+    names = [f'{s}{i}.png' for s in range(2) for i in range(3)]
+    cut = np.stack([cv2.imread(str(tmp_path / 'cut' / n))[..., ::-1] for n in names]).astype(int)
+    nocut = np.stack([cv2.imread(str(tmp_path / 'nocut' / n))[..., ::-1] for n in names]).astype(int)
+    assert np.abs(cut - np.stack(want)).max() <= 1
+    assert np.abs(nocut - np.stack(want)).max() > 2  # without the reset the shots leak into each other
