@@ -1,0 +1,247 @@
+"""Inference modes measured side by side: quality, peak memory against video length, and speed.
+
+    python scripts/benchmark_inference.py --json results/benchmark_inference.json            # everything
+    python scripts/benchmark_inference.py --skip-vid4 --lengths 50 200                       # memory part only
+
+Part 1, quality and speed (needs the official BasicVSR Vimeo-90K BIx4 weights, ``scripts/get_weights.py``,
+and Vid4 frames, ``--vid4``): every mode of :mod:`lrti_plugin.archs.streaming` on whole Vid4 clips with
+``LRTIBasicVSR`` (num_block 30), and BasicSR's own ``BasicVSR`` whole-sequence pass on the same weights and
+input. Y-PSNR (BasicSR's metric, crop border 0, uint8 output as ``tensor2img``), max |difference| to our
+whole pass in float32 and in uint8 levels, and frames/s. Every timing of a clip runs in one process, one
+after the other, ``--repeats`` times (the best is kept): only ratios within one run are meaningful.
+
+Part 2, peak memory against video length (a tiny ``LRTIBasicVSR``, random weights, synthetic frames made on
+the fly so that reading costs no memory): for each mode and length, a child process streams the video and
+reports the growth of its resident set after a 30-frame warm-up (``ru_maxrss`` after, minus the RSS before,
+the kernel's high-water mark reset first) or, on an accelerator, ``max_memory_allocated``. The parent never imports torch.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WEIGHTS = os.path.join(REPO, 'experiments', 'pretrained_models', 'BasicVSR', 'BasicVSR_Vimeo90K_BIx4-2a29695a.pth')
+QUALITY_MODES = [('whole', {}), ('exact', {'chunk': 10}), ('exact', {'chunk': 20}), ('chunks', {'chunk': 10}),
+                 ('chunks', {'chunk': 20}), ('lookahead', {'chunk': 10, 'lookahead': 2}),
+                 ('lookahead', {'chunk': 10, 'lookahead': 5}), ('lookahead', {'chunk': 10, 'lookahead': 10})]
+MEMORY_MODES = [('whole', {}), ('exact', {'chunk': 10}), ('lookahead', {'chunk': 10, 'lookahead': 5}),
+                ('chunks', {'chunk': 10})]
+
+
+def label(mode, kw):
+    extra = ', '.join(f'{k} {v}' for k, v in kw.items())
+    return f'{mode} ({extra})' if extra else mode
+
+
+# ---- part 1: Vid4 ---------------------------------------------------------------------------------------------
+def vid4_child(args) -> dict:
+    import numpy as np
+    import torch
+    from basicsr.archs.basicvsr_arch import BasicVSR
+    from basicsr.metrics import calculate_psnr
+    from basicsr.utils import tensor2img
+
+    sys.path.insert(0, REPO)
+    from lrti_plugin.archs.basicvsr_arch import LRTIBasicVSR
+    from lrti_plugin.archs.streaming import stream
+    from lrti_plugin.utils.checkpoint import load_weights
+    from lrti_plugin.video_io import FrameFolder, list_frames
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    ours = LRTIBasicVSR(num_feat=64, num_block=30).eval()
+    load_weights(ours, args.weights)
+    theirs = BasicVSR(num_feat=64, num_block=30).eval()
+    load_weights(theirs, args.weights)
+    rows = {}
+    for clip in args.clips:
+        lq_src = FrameFolder(list_frames(os.path.join(args.vid4, 'BIx4', clip)))
+        gt_src = FrameFolder(list_frames(os.path.join(args.vid4, 'GT', clip)))
+        lqs = torch.from_numpy(lq_src.read(0, len(lq_src))).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+        gts = [g[:, :, ::-1] for g in gt_src.read(0, len(gt_src))]  # BGR, as BasicSR scores
+
+        def run(fn, lqs=lqs):
+            best, out = None, None
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    out = fn()
+                best = min(best or 1e9, time.perf_counter() - t0)
+            return out, best
+
+        results = {}
+        results['BasicSR BasicVSR (whole)'] = run(lambda lqs=lqs: theirs(lqs))
+        for mode, kw in QUALITY_MODES:
+            def go(mode=mode, kw=kw, lqs=lqs):
+                return torch.cat([sr for _, sr in stream(ours, lambda a, b: lqs[:, a:b], lqs.size(1), mode, **kw)],
+                                 dim=1)
+            results[label(mode, kw)] = run(go)
+        whole = results['whole'][0]
+        whole_u8 = np.stack([tensor2img([f]) for f in whole[0]]).astype(int)
+        for name, (out, sec) in results.items():
+            u8 = np.stack([tensor2img([f]) for f in out[0]])
+            rows.setdefault(name, {})[clip] = {
+                'psnr_y': float(np.mean([calculate_psnr(u, g, 0, test_y_channel=True) for u, g in zip(u8, gts)])),
+                'max_abs_vs_whole': float((out - whole).abs().max()),
+                'max_levels_vs_whole': int(np.abs(u8.astype(int) - whole_u8).max()),
+                'seconds': sec, 'frames': lqs.size(1)}
+        print(f'[benchmark] {clip}: done', file=sys.stderr, flush=True)
+    return rows
+
+
+# ---- part 2: memory against length ----------------------------------------------------------------------------
+def memory_child(args) -> dict:
+    import gc
+    import resource
+
+    import torch
+
+    sys.path.insert(0, REPO)
+    from lrti_plugin.archs.basicvsr_arch import LRTIBasicVSR
+    from lrti_plugin.archs.streaming import stream
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    net = LRTIBasicVSR(num_feat=16, num_block=1).eval().to(device)
+    h, w = args.size
+
+    def read(a, b):  # synthetic frames made on demand: reading holds nothing
+        g = torch.Generator().manual_seed(a)
+        return torch.rand(1, b - a, 3, h, w, generator=g).to(device)
+
+    kw = json.loads(args.kw)
+    with torch.no_grad():  # warm-up: first-call allocations (kernels, caches) are not the mode's memory
+        for _ in stream(net, read, min(args.length, 30), args.mode, **kw):
+            pass
+    gc.collect()
+    _malloc_trim()
+    hwm_reset = _reset_hwm()
+    before = _rss_bytes()
+    if device.type != 'cpu':
+        torch.accelerator.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    frames = 0
+    with torch.no_grad():
+        for _, sr in stream(net, read, args.length, args.mode, **kw):
+            frames += sr.size(1)
+            del sr  # a sink would write the frames out and drop them
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    out = {'frames': frames, 'seconds': seconds, 'host_growth_bytes': peak, 'hwm_reset': hwm_reset}
+    if device.type != 'cpu':
+        out['device_peak_bytes'] = torch.accelerator.max_memory_allocated()
+    return out
+
+
+def _rss_bytes() -> int:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except OSError:
+        pass
+
+
+# ---- the parent -----------------------------------------------------------------------------------------------
+def child(argv) -> dict:
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f'[benchmark] child {argv} failed:\n{out.stderr[-3000:]}')
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--vid4', default=os.path.join(REPO, '..', 'shared', 'data', 'vid4'))
+    parser.add_argument('--clips', nargs='+', default=['calendar', 'city', 'foliage', 'walk'])
+    parser.add_argument('--weights', default=WEIGHTS)
+    parser.add_argument('--repeats', type=int, default=1)
+    parser.add_argument('--skip-vid4', action='store_true')
+    parser.add_argument('--lengths', type=int, nargs='+', default=[50, 200, 1000])
+    parser.add_argument('--size', type=int, nargs=2, default=[64, 64], metavar=('H', 'W'))
+    parser.add_argument('--device', default='cpu', help='device of the memory part (cpu, or an accelerator)')
+    parser.add_argument('--threads', type=int)
+    parser.add_argument('--json', help='write the results here')
+    parser.add_argument('--child', choices=('vid4', 'memory'), help=argparse.SUPPRESS)
+    parser.add_argument('--mode', help=argparse.SUPPRESS)
+    parser.add_argument('--kw', default='{}', help=argparse.SUPPRESS)
+    parser.add_argument('--length', type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(vid4_child(args) if args.child == 'vid4' else memory_child(args)))
+        return 0
+    common = [*(['--threads', str(args.threads)] if args.threads else [])]
+    result = {'machine': _machine(), 'vid4': None, 'memory': {}}
+    if not args.skip_vid4:
+        if not (os.path.isdir(args.vid4) and os.path.isfile(args.weights)):
+            print(f'[benchmark] skipping Vid4: need {args.vid4} and {args.weights} (scripts/get_weights.py)')
+        else:
+            result['vid4'] = child(['--child', 'vid4', '--vid4', args.vid4, '--weights', args.weights, '--clips',
+                                    *args.clips, '--repeats', str(args.repeats), *common])
+            print_vid4(result['vid4'])
+    for mode, kw in MEMORY_MODES:
+        for length in args.lengths:
+            row = child(['--child', 'memory', '--mode', mode, '--kw', json.dumps(kw), '--length', str(length),
+                         '--size', *map(str, args.size), '--device', args.device, *common])
+            result['memory'].setdefault(label(mode, kw), {})[length] = row
+            print(f'[benchmark] memory {label(mode, kw)}, {length} frames: '
+                  f'{row["host_growth_bytes"] / 2 ** 20:.0f} MiB host', file=sys.stderr, flush=True)
+    print_memory(result['memory'], args.lengths, args.size)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+def print_vid4(rows: dict) -> None:
+    clips = list(next(iter(rows.values())))
+    frames = sum(rows['whole'][c]['frames'] for c in clips)
+    whole_fps = frames / sum(rows['whole'][c]['seconds'] for c in clips)
+    print(f'\nVid4 ({", ".join(clips)}), official BasicVSR Vimeo-90K BIx4 weights')
+    print('| mode | Y-PSNR (mean of clips) | max abs diff vs whole (float) | max diff (uint8 levels) | frames/s | '
+          'time vs whole |')
+    print('|---|---|---|---|---|---|')
+    for name, per in rows.items():
+        fps = frames / sum(per[c]['seconds'] for c in clips)
+        psnr = sum(per[c]['psnr_y'] for c in clips) / len(clips)
+        diff = max(per[c]['max_abs_vs_whole'] for c in clips)
+        levels = max(per[c]['max_levels_vs_whole'] for c in clips)
+        print(f'| {name} | {psnr:.4f} | {diff:.2e} | {levels} | {fps:.2f} | {whole_fps / fps:.2f}x |')
+
+
+def print_memory(rows: dict, lengths, size) -> None:
+    print(f'\nPeak memory growth while streaming (tiny LRTIBasicVSR 16x1, {size[0]}x{size[1]} LR frames), MiB')
+    print('| mode | ' + ' | '.join(f'{n} frames' for n in lengths) + ' |')
+    print('|---|' + '---|' * len(lengths))
+    for name, per in rows.items():
+        key = 'device_peak_bytes' if 'device_peak_bytes' in next(iter(per.values())) else 'host_growth_bytes'
+        print(f'| {name} | ' + ' | '.join(f'{per[n][key] / 2 ** 20:.0f}' for n in lengths) + ' |')
+
+
+def _machine() -> dict:
+    import platform
+
+    return {'cpu': platform.processor() or platform.machine(), 'nproc': os.cpu_count(),
+            'python': platform.python_version()}
+
+
+if __name__ == '__main__':
+    sys.exit(main())
