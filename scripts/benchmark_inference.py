@@ -13,7 +13,8 @@ after the other, ``--repeats`` times (the best is kept): only ratios within one 
 Part 2, peak memory against video length (a tiny ``LRTIBasicVSR``, random weights, synthetic frames made on
 the fly so that reading costs no memory): for each mode and length, a child process streams the video and
 reports the growth of its resident set after a 30-frame warm-up (``ru_maxrss`` after, minus the RSS
-before, the kernel's high-water mark reset first) or, on an accelerator, ``max_memory_allocated``. The parent never imports torch.
+before, the kernel's high-water mark reset first) or, on an accelerator, ``max_memory_allocated``. The
+parent never imports torch.
 """
 import argparse
 import json

@@ -53,7 +53,8 @@ def _run(argv, capsys):
     return code, capsys.readouterr()
 
 
-@pytest.mark.parametrize('mode, spans', [('whole', [(0, 5)]), ('exact', [(0, 5)]), ('chunks', [(0, 2), (2, 4), (4, 5)])])
+@pytest.mark.parametrize('mode, spans', [('whole', [(0, 5)]), ('exact', [(0, 5)]),
+                                         ('chunks', [(0, 2), (2, 4), (4, 5)])])
 def test_upscales_a_folder_with_the_ema_weights_keeping_names(clip, weights, tmp_path, capsys, mode, spans):
     path, ema = weights
     out = tmp_path / 'sr'
