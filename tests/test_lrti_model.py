@@ -63,6 +63,29 @@ def test_validation_uses_ema_weights(tiny_data, tmp_path, device):
     assert not model.net_g_ema.training and model.net_g.training
 
 
+def test_stream_chunk_validates_with_bounded_pieces_and_the_whole_pass_output(tiny_data, tmp_path, device,
+                                                                               monkeypatch):
+    from lrti_plugin.models import video_validation
+
+    model = build_model(tiny_data, tmp_path, device, {'val.stream_chunk': 2})
+    lq = torch.rand(1, 7, 3, 36, 36, device=model.device)
+    with torch.no_grad():
+        want = model.net_g.eval()(lq)
+    model.net_g.train()
+    seen = []
+    real = model.net_g.propagate
+    monkeypatch.setattr(model.net_g, 'propagate', lambda x, *a, **k: seen.append(x.size(1)) or real(x, *a, **k))
+    model.feed_data({'lq': lq})
+    model.test()
+    torch.testing.assert_close(model.output, want, rtol=0, atol=1e-5)
+    assert seen and max(seen) <= 2 + 2 * model.net_g.order  # no pass over the whole clip
+    assert model.net_g.training
+    monkeypatch.setattr(video_validation, 'stream', None)  # without the option the whole pass runs
+    model.opt['val']['stream_chunk'] = None
+    model.test()
+    assert max(seen) == 7
+
+
 def _flow_frozen(model):
     flags = {p.requires_grad for n, p in model.net_g.named_parameters() if 'spynet' in n}
     assert len(flags) == 1

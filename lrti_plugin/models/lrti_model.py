@@ -80,6 +80,10 @@ class LRTIModel(WholeClipValidation, VideoRecurrentModel):
             GradScaler skips such steps itself; they are counted too. Default: true.
         val.flip_seq, val.metrics, val.save_img: as in BasicSR; images are saved during training
             too, as ``visualization/<dataset>/<clip>/<frame>_<iter>.png``.
+        val.stream_chunk: run each test/validation clip with exact streaming in chunks of this many
+            frames (:mod:`lrti_plugin.archs.streaming`): the same output as one whole pass, with the branch
+            features of one chunk on the device instead of every frame's (REDS4-sized clips of the
+            transformer). null: one whole pass. Default: null.
         find_unused_parameters: passed to DDP (set automatically when ``fix_flow`` is used).
 
     The LRTI state guard (``train.lrti.max_state_rms``, ``guard_action``) is described in

@@ -16,9 +16,18 @@ from basicsr.utils.dist_util import get_dist_info
 from torch import distributed as dist
 from tqdm import tqdm
 
+from lrti_plugin.archs.propagation import RecurrentVSR
+from lrti_plugin.archs.streaming import stream
+
+
+def _bare(net):
+    """The network inside a DataParallel / DistributedDataParallel wrapper (or the network itself)."""
+    return net.module if hasattr(net, 'module') else net
+
 
 class WholeClipValidation:
-    """``test``, ``dist_validation`` and ``_score_clip`` of ``LRTIModel`` (each clip in one whole pass)."""
+    """``test``, ``dist_validation`` and ``_score_clip`` of ``LRTIModel`` (each clip in one whole pass, or
+    exactly the same output by streaming when ``val.stream_chunk`` is set)."""
 
     def test(self):
         """Run the whole clip ``self.lq`` (B, T, 3, H, W) through the EMA net if any, else ``net_g``.
@@ -35,10 +44,15 @@ class WholeClipValidation:
         n = lq.size(1)
         if flip_seq:
             lq = torch.cat([lq, lq.flip(1)], dim=1)  # (B, 2T, 3, H, W)
+        chunk = val_opt.get('stream_chunk')
         net.eval()
         try:
             with torch.no_grad():
-                output = net(lq)
+                if chunk and isinstance(_bare(net), RecurrentVSR):  # same output, one chunk of features at a time
+                    pieces = stream(_bare(net), lambda a, b: lq[:, a:b], lq.size(1), 'exact', int(chunk))
+                    output = torch.cat([sr for _, sr in pieces], dim=1)
+                else:
+                    output = net(lq)
         finally:
             net.train(was_training)
         if flip_seq:

@@ -52,7 +52,7 @@ TRAIN_KEYS = frozenset({
     'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'fix_flow', 'flow_lr_mul', 'pixel_opt',
     'perceptual_opt', 'use_amp', 'amp_dtype', 'lrti', 'grad_clip_norm', 'skip_nonfinite',
 })
-VAL_KEYS = frozenset({'val_freq', 'save_img', 'flip_seq', 'center_frame_only', 'metrics', 'suffix'})
+VAL_KEYS = frozenset({'val_freq', 'save_img', 'flip_seq', 'center_frame_only', 'metrics', 'suffix', 'stream_chunk'})
 
 
 def check_options(opt: Mapping, source: Optional[str] = None) -> None:
@@ -105,7 +105,8 @@ def _check(opt: Mapping) -> None:
     train = _section(opt, 'train', TRAIN_KEYS, counts=('total_iter',), bools=('use_amp', 'skip_nonfinite'))
     if train:
         _check_train(train)
-    val = _section(opt, 'val', VAL_KEYS, counts=('val_freq',), bools=('save_img', 'flip_seq', 'center_frame_only'))
+    val = _section(opt, 'val', VAL_KEYS, counts=('val_freq', 'stream_chunk'),
+                   bools=('save_img', 'flip_seq', 'center_frame_only'))
     if val and val.get('metrics') is not None:
         _check_metrics(val['metrics'])
 
