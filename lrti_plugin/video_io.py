@@ -14,6 +14,7 @@ interleaved as the video is written). Both write under a temporary name and are 
 import glob
 import os
 import shutil
+import sys
 import tempfile
 from fractions import Fraction
 from typing import Iterator, List, Optional
@@ -117,6 +118,7 @@ class VideoFrames:
         self.video = path
         self._dir = tempfile.mkdtemp(prefix='lrti_frames_', dir=workdir)
         self.pts: List[Optional[int]] = []
+        self.complete = True  # False when max_frames cut the video short
         try:
             with av.open(path) as container:
                 if not container.streams.video:
@@ -126,6 +128,7 @@ class VideoFrames:
                 self.rate = stream.average_rate or stream.guessed_rate
                 for frame in container.decode(stream):
                     if max_frames and len(self.pts) >= max_frames:
+                        self.complete = False
                         break
                     rgb = frame.to_ndarray(format='rgb24')  # (H, W, 3)
                     np.save(os.path.join(self._dir, f'{len(self.pts)}.npy'), rgb)
@@ -223,12 +226,19 @@ class VideoSink:
         if self.source is None:
             return None
         src = av.open(self.source.path)
-        streams = [s for s in src.streams if s.type in ('audio', 'subtitle')]
-        if not streams:
+        mapping = {}
+        for s in src.streams:
+            if s.type not in ('audio', 'subtitle'):
+                continue
+            try:
+                mapping[s.index] = self.container.add_stream_from_template(s)
+            except (ValueError, av.FFmpegError) as err:  # e.g. a subtitle codec the container cannot hold
+                print(f'lrti_plugin.infer: warning: {s.type} stream {s.index} ({s.codec_context.name}) not copied: '
+                      f'{err}', file=sys.stderr)
+        if not mapping:
             src.close()
             return None
-        mapping = {s.index: self.container.add_stream_from_template(s) for s in streams}
-        return src, src.demux(*streams), mapping, []
+        return src, src.demux(*[src.streams[i] for i in mapping]), mapping, []
 
     def _mux_copies(self, until: Optional[float]) -> None:
         """Copy source packets up to time ``until`` seconds (all of them when None)."""
@@ -245,7 +255,7 @@ class VideoSink:
                 pending.append(packet)
             packet = pending[0]
             when = float((packet.pts if packet.pts is not None else packet.dts) * packet.time_base)
-            if until is not None and when > until:
+            if until is not None and when >= until:
                 return
             pending.pop(0)
             packet.stream = mapping[packet.stream.index]
@@ -271,7 +281,10 @@ class VideoSink:
     def close(self) -> str:
         for packet in self.stream.encode():
             self.container.mux(packet)
-        self._mux_copies(None)
+        end = None  # all of the audio; only up to the last frame when --max-frames cut the video
+        if self.source is not None and not self.source.complete and self.source.pts[-1] is not None:
+            end = float(self.source.pts[-1] * self.source.time_base + (1 / self.source.rate if self.source.rate else 0))
+        self._mux_copies(end)
         self.container.close()
         if self._copied is not None:
             self._copied[0].close()
