@@ -5,7 +5,7 @@ Usage::
     python -m lrti_plugin.infer -i INPUT -o OUTPUT (--opt OPTIONS.yml | --arch NAME --weights FILE)
         [--mode exact|lookahead|chunks|whole] [--chunk N] [--lookahead R] [--max-frames N]
         [--device auto|cpu|cuda] [--amp none|bfloat16|float16] [--crf Q] [--fps F] [--overwrite]
-        [--gt GT [--crop-border N] [--report DIR]]
+        [--tile H W [--tile-overlap P]] [--scene-cut T] [--gt GT [--crop-border N] [--report DIR]]
 
 Input: a video file (anything FFmpeg decodes: mp4, mkv, mov...), a folder of frames (png, jpg, bmp, tif,
 webp; sorted by name) or a glob pattern in quotes. Output: a video file (H.264, ``--crf`` quality, the
@@ -87,15 +87,17 @@ def load_network(opt_path: Optional[str], arch: Optional[str], weights: Optional
     return net.eval().to(device)
 
 
-def upscale(net, source, mode: str, chunk: int, lookahead: int, device, amp: str = 'none', cuts=()):
+def upscale(net, source, mode: str, chunk: int, lookahead: int, device, amp: str = 'none', cuts=(), tile=None,
+            overlap: int = 16):
     """Yield (first frame index, (1, n, 3, sH, sW) SR frames) of ``source`` (a ``video_io`` source) in time order.
 
     ``cuts``: frame indices where a new shot starts; each shot is run on its own, from zero states (no state
-    crosses a cut, so the previous shot does not bleed into the next)."""
+    crosses a cut, so the previous shot does not bleed into the next). ``tile``: (h, w) LR tiles with
+    ``overlap`` pixels of context (:func:`~lrti_plugin.archs.streaming.stream_tiled`)."""
     import torch
 
     from lrti_plugin.archs.propagation import RecurrentVSR
-    from lrti_plugin.archs.streaming import stream
+    from lrti_plugin.archs.streaming import stream, stream_tiled
 
     def read(start, stop):
         frames = torch.from_numpy(source.read(start, stop)).to(device)  # (n, H, W, 3) uint8
@@ -103,16 +105,18 @@ def upscale(net, source, mode: str, chunk: int, lookahead: int, device, amp: str
 
     autocast = contextlib.nullcontext() if amp == 'none' else torch.autocast(
         device.type, dtype=getattr(torch, amp))
-    if not isinstance(net, RecurrentVSR) and mode in ('exact', 'lookahead'):
-        raise InferError(f'--mode {mode}: {type(net).__name__} does not run on the propagation engine '
-                         '(use --mode whole or chunks)')
+    if not isinstance(net, RecurrentVSR) and (mode in ('exact', 'lookahead') or tile):
+        raise InferError(f'--mode {mode}{" --tile" if tile else ""}: {type(net).__name__} does not run on the '
+                         'propagation engine (use --mode whole or chunks, without --tile)')
     bounds = [0, *cuts, len(source)]
     with torch.no_grad(), autocast:
         for first, last in zip(bounds, bounds[1:]):
             def shot_read(start, stop, first=first):
                 return read(first + start, first + stop)
 
-            if isinstance(net, RecurrentVSR):
+            if tile:
+                pieces = stream_tiled(net, shot_read, last - first, tile, overlap, mode, chunk, lookahead)
+            elif isinstance(net, RecurrentVSR):
                 pieces = stream(net, shot_read, last - first, mode, chunk, lookahead)
             else:
                 spans = [(0, last - first)] if mode == 'whole' else [
@@ -161,7 +165,8 @@ def run(args) -> None:
         if cuts:
             print(f'{len(cuts)} scene cut(s), states reset at frame(s) {", ".join(map(str, cuts[:20]))}'
                   f'{" ..." if len(cuts) > 20 else ""}', file=sys.stderr)
-        pieces = upscale(net, source, args.mode, args.chunk, args.lookahead, device, args.amp, cuts)
+        pieces = upscale(net, source, args.mode, args.chunk, args.lookahead, device, args.amp, cuts, args.tile,
+                         args.tile_overlap)
         try:
             head = next(pieces)  # a frame the arch refuses (too small...) fails here, before any progress output
         except ValueError as err:
@@ -225,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--lookahead', type=int, default=10, help='R future frames in --mode lookahead (default 10)')
     parser.add_argument('--max-frames', type=int, help='only the first N frames')
     parser.add_argument('--device', default='auto', help='auto (the accelerator if any), cpu, cuda, cuda:1, ...')
+    parser.add_argument('--tile', type=int, nargs=2, metavar=('H', 'W'),
+                        help='run LR tiles of H x W pixels (frames too large for the device); combines with every mode')
+    parser.add_argument('--tile-overlap', type=int, default=16, metavar='P',
+                        help='pixels of context around each tile (default 16); the seams are cropped, not blended')
     parser.add_argument('--amp', choices=('none', 'bfloat16', 'float16'), default='none',
                         help='mixed precision (flows and deformable alignment stay in float32)')
     parser.add_argument('--crf', type=int, default=18, help='H.264 quality of a video output (0 lossless; default 18)')
@@ -248,6 +257,8 @@ def main(argv=None) -> int:
         problem = f'--chunk: expected a positive int, got {args.chunk}'
     elif args.lookahead < 0:
         problem = f'--lookahead: expected frames >= 0, got {args.lookahead}'
+    elif args.tile and (min(args.tile) < 1 or args.tile_overlap < 0):
+        problem = f'--tile {args.tile[0]} {args.tile[1]} --tile-overlap {args.tile_overlap}: expected positive sizes'
     elif not 0 <= args.crf <= 51:
         problem = f'--crf: expected 0..51, got {args.crf}'
     if problem:

@@ -319,3 +319,17 @@ def test_scene_cut_resets_the_states_so_shots_do_not_bleed(tmp_path, capsys):
     nocut = np.stack([cv2.imread(str(tmp_path / 'nocut' / n))[..., ::-1] for n in names]).astype(int)
     assert np.abs(cut - np.stack(want)).max() <= 1
     assert np.abs(nocut - np.stack(want)).max() > 2  # without the reset the shots leak into each other
+
+
+def test_tiles_through_the_cli(clip, weights, tmp_path, capsys):
+    path, ema = weights
+    model = ['--arch', 'LRTIBasicVSR', '--weights', path, '--arch-opt', 'num_feat=8', 'num_block=1', '--device', 'cpu']
+    code, cap = _run(['-i', clip, '-o', tmp_path / 'tiled', *model, '--tile', 34, 34, '--tile-overlap', 0], capsys)
+    assert code == 0, cap.err
+    want = _expected(ema, clip, [(0, 5)])
+    got = np.stack([cv2.imread(str(tmp_path / 'tiled' / (os.path.splitext(n)[0] + '.png'))) for n in NAMES])
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert got.shape == want.shape and diff.mean() < 1 and diff.max() > 0  # the same picture, with seams
+    _one_line_error(*_run(['-i', clip, '-o', tmp_path / 'x', *model, '--tile', 20, 20, '--tile-overlap', 0], capsys),
+                    '>= 33')
+    _one_line_error(*_run(['-i', clip, '-o', tmp_path / 'x', *model, '--tile', 30, 30], capsys), 'no core')

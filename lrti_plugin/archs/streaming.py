@@ -119,6 +119,59 @@ def stream(net: RecurrentVSR, read: Reader, num_frames: int, mode: str = 'exact'
         yield from _exact(net, read, num_frames, spans, BorderStore())
 
 
+def tile_spans(size: int, tile: int, overlap: int) -> List[Tuple[int, int, int, int]]:
+    """Cut one axis of ``size`` pixels into tiles: ``(start, stop, core_start, core_stop)`` each, where the
+    cores partition ``[0, size)`` and each tile is its core widened by ``overlap`` on both sides (clipped to
+    the frame; tiles at the frame's edges are shifted inwards to keep ``tile`` pixels)."""
+    if tile >= size:
+        return [(0, size, 0, size)]
+    core = tile - 2 * overlap
+    if core < 1:
+        raise ValueError(f'tile: {tile} pixels leave no core with an overlap of {overlap} on both sides')
+    count = max(1, -(-(size - 2 * overlap) // core))
+    while True:  # edge tiles need their core plus one overlap, the others plus two
+        bounds = [round(i * size / count) for i in range(count + 1)]
+        need = [b - a + overlap * ((i > 0) + (i < count - 1)) for i, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+        if max(need) <= tile:
+            break
+        count += 1
+    spans = []
+    for a, b in zip(bounds, bounds[1:]):
+        start = min(max(0, a - overlap), size - tile)
+        spans.append((start, start + tile, a, b))
+    return spans
+
+
+def stream_tiled(net: RecurrentVSR, read: Reader, num_frames: int, tile: Tuple[int, int], overlap: int = 16,
+                 mode: str = 'exact', chunk: int = 20, lookahead: int = 10,
+                 spill: bool = False) -> Iterator[Tuple[int, Tensor]]:
+    """:func:`stream` over spatial tiles of the LR frames, for frames too large for the device.
+
+    Each tile (``tile`` = (h, w) LR pixels, widened by ``overlap`` pixels of context on every side that has
+    a neighbour) is streamed on its own; the SR pieces are assembled on the CPU from the tiles' cores (cropped
+    seams: every output pixel comes from exactly one tile). Where ``overlap`` covers the network's receptive
+    field over the clip the result equals the untiled one; with less, pixels near a seam see less context.
+    All tiles advance together, one chunk at a time, so memory stays bounded by the chunk and the tile."""
+    first = read(0, 1)
+    height, width = first.shape[-2:]
+    rows, cols = tile_spans(height, tile[0], overlap), tile_spans(width, tile[1], overlap)
+    streams = []
+    for y0, y1, _, _ in rows:
+        for x0, x1, _, _ in cols:
+            def tile_read(a, b, y0=y0, y1=y1, x0=x0, x1=x1):
+                return read(a, b)[..., y0:y1, x0:x1]
+            streams.append(stream(net, tile_read, num_frames, mode, chunk, lookahead, spill))
+    for pieces in zip(*streams):
+        start = pieces[0][0]
+        scale = pieces[0][1].size(-1) // (cols[0][1] - cols[0][0])
+        n = pieces[0][1].size(1)
+        canvas = torch.empty(1, n, 3, height * scale, width * scale, dtype=pieces[0][1].dtype)
+        for (_, sr), ((y0, _, cy0, cy1), (x0, _, cx0, cx1)) in zip(pieces, [(r, c) for r in rows for c in cols]):
+            core = sr[..., (cy0 - y0) * scale:(cy1 - y0) * scale, (cx0 - x0) * scale:(cx1 - x0) * scale]
+            canvas[..., cy0 * scale:cy1 * scale, cx0 * scale:cx1 * scale] = core.to('cpu')
+        yield start, canvas
+
+
 def _exact(net: RecurrentVSR, read: Reader, num_frames: int, spans, store: BorderStore):
     names, k = tuple(net.branches), net.order
     last = len(names) - 1
