@@ -184,3 +184,16 @@ def test_tiles_with_overlap_beyond_the_receptive_field_equal_the_untiled_stream(
         seams = torch.cat([sr for _, sr in stream_tiled(net, _reader(lqs), 3, (40, 40), 0, 'exact', chunk=2)], 1)
     torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-10)
     assert (seams - whole).abs().max() > 1e-4  # no context: the seams show (the check above has teeth)
+
+
+def test_flows_run_in_float32_under_autocast():
+    net, lqs = _net('lrtivsr')
+    net = net.float()
+    seen = []
+    net.spynet.register_forward_hook(lambda m, inp, out: seen.append((inp[0].dtype, out.dtype)))
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        out = net(lqs.float())
+    with torch.no_grad():
+        ref = net(lqs.float())
+    assert seen and set(seen) == {(torch.float32, torch.float32)}
+    assert (out.float() - ref).abs().mean() < 0.02  # the rest ran in bfloat16, close to float32
