@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import itertools
 import os
+import signal
 import sys
 import time
 from typing import Dict, List, Optional
@@ -248,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     problem = None
@@ -264,6 +269,7 @@ def main(argv=None) -> int:
     if problem:
         print(f'lrti_plugin.infer: error: {problem}', file=sys.stderr)
         return 1
+    signal.signal(signal.SIGTERM, _interrupt)  # a kill cleans up like Ctrl-C: no partial output, no temp frames
     try:
         run(args)
     except KeyboardInterrupt:

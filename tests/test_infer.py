@@ -333,3 +333,30 @@ def test_tiles_through_the_cli(clip, weights, tmp_path, capsys):
     _one_line_error(*_run(['-i', clip, '-o', tmp_path / 'x', *model, '--tile', 20, 20, '--tile-overlap', 0], capsys),
                     '>= 33')
     _one_line_error(*_run(['-i', clip, '-o', tmp_path / 'x', *model, '--tile', 30, 30], capsys), 'no core')
+
+
+def test_a_killed_run_cleans_up_like_ctrl_c(tmp_path, weights):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path, _ = weights
+    src = tmp_path / 'long.mp4'
+    _make_video(src, np.random.default_rng(0).integers(0, 256, (60, 36, 40, 3), np.uint8), audio=False)
+    temp = tmp_path / 'tmp'
+    temp.mkdir()
+    out = tmp_path / 'out'
+    out.mkdir()
+    env = {**os.environ, 'TMPDIR': str(temp)}
+    proc = subprocess.Popen([sys.executable, '-m', 'lrti_plugin.infer', '-i', str(src), '-o', str(out / 'x4.mp4'),
+                             '--arch', 'LRTIBasicVSR', '--weights', str(path), '--arch-opt', 'num_feat=8', 'num_block=1',
+                             '--device', 'cpu', '--chunk', '2'], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not any('.partial-' in p for p in os.listdir(out)) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, 'the run ended before it could be killed'
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 1 and 'interrupted' in err, err
+    assert os.listdir(out) == [] and os.listdir(temp) == []  # no output, no partial file, no decoded frames
