@@ -5,7 +5,7 @@ Usage::
     python -m lrti_plugin.infer -i INPUT -o OUTPUT (--opt OPTIONS.yml | --arch NAME --weights FILE)
         [--mode exact|lookahead|chunks|whole] [--chunk N] [--lookahead R] [--max-frames N]
         [--device auto|cpu|cuda] [--amp none|bfloat16|float16] [--crf Q] [--fps F] [--overwrite]
-        [--tile H W [--tile-overlap P]] [--scene-cut T] [--gt GT [--crop-border N] [--report DIR]]
+        [--tile H W [--tile-overlap P]] [--pad] [--scene-cut T] [--gt GT [--crop-border N] [--report DIR]]
 
 Input: a video file (anything FFmpeg decodes: mp4, mkv, mov...), a folder of frames (png, jpg, bmp, tif,
 webp; sorted by name) or a glob pattern in quotes. Output: a video file (H.264, ``--crf`` quality, the
@@ -89,20 +89,34 @@ def load_network(opt_path: Optional[str], arch: Optional[str], weights: Optional
 
 
 def upscale(net, source, mode: str, chunk: int, lookahead: int, device, amp: str = 'none', cuts=(), tile=None,
-            overlap: int = 16):
+            overlap: int = 16, pad: bool = False):
     """Yield (first frame index, (1, n, 3, sH, sW) SR frames) of ``source`` (a ``video_io`` source) in time order.
 
     ``cuts``: frame indices where a new shot starts; each shot is run on its own, from zero states (no state
     crosses a cut, so the previous shot does not bleed into the next). ``tile``: (h, w) LR tiles with
-    ``overlap`` pixels of context (:func:`~lrti_plugin.archs.streaming.stream_tiled`)."""
+    ``overlap`` pixels of context (:func:`~lrti_plugin.archs.streaming.stream_tiled`). ``pad``: frames (or
+    tiles) smaller than the network's minimum are padded (edge pixels repeated) and the output cropped back."""
     import torch
 
     from lrti_plugin.archs.propagation import RecurrentVSR
     from lrti_plugin.archs.streaming import stream, stream_tiled
 
+    height, width = source.size
+    minimum = getattr(net, 'min_input_size', 1) if pad else 1
+    if tile:
+        tile = (max(min(tile[0], height), minimum), max(min(tile[1], width), minimum))
+    pad_h, pad_w = max(0, minimum - height), max(0, minimum - width)
+
     def read(start, stop):
         frames = torch.from_numpy(source.read(start, stop)).to(device)  # (n, H, W, 3) uint8
-        return frames.permute(0, 3, 1, 2).float().div_(255.0).unsqueeze(0)  # (1, n, 3, H, W)
+        frames = frames.permute(0, 3, 1, 2).float().div_(255.0)  # (n, 3, H, W)
+        if pad_h or pad_w:
+            frames = torch.nn.functional.pad(frames, (0, pad_w, 0, pad_h), mode='replicate')
+        return frames.unsqueeze(0)  # (1, n, 3, H', W')
+
+    def crop(sr):
+        scale = sr.size(-1) // (width + pad_w)
+        return sr[..., :height * scale, :width * scale] if pad_h or pad_w else sr
 
     autocast = contextlib.nullcontext() if amp == 'none' else torch.autocast(
         device.type, dtype=getattr(torch, amp))
@@ -124,7 +138,7 @@ def upscale(net, source, mode: str, chunk: int, lookahead: int, device, amp: str
                     (s, min(s + chunk, last - first)) for s in range(0, last - first, chunk)]
                 pieces = ((start, net(shot_read(start, stop))) for start, stop in spans)
             for start, sr in pieces:
-                yield first + start, sr
+                yield first + start, crop(sr)
 
 
 def _check_paths(inp: str, out: str, overwrite: bool) -> None:
@@ -167,11 +181,12 @@ def run(args) -> None:
             print(f'{len(cuts)} scene cut(s), states reset at frame(s) {", ".join(map(str, cuts[:20]))}'
                   f'{" ..." if len(cuts) > 20 else ""}', file=sys.stderr)
         pieces = upscale(net, source, args.mode, args.chunk, args.lookahead, device, args.amp, cuts, args.tile,
-                         args.tile_overlap)
+                         args.tile_overlap, args.pad)
         try:
             head = next(pieces)  # a frame the arch refuses (too small...) fails here, before any progress output
         except ValueError as err:
-            raise InferError(f'{args.input}: {err}') from None
+            hint = ' (--pad pads small frames up to the minimum)' if 'must be >=' in str(err) and not args.pad else ''
+            raise InferError(f'{args.input}: {err}{hint}') from None
         if gt is not None and tuple(gt.size) != tuple(head[1].shape[-2:]):
             raise InferError(f'--gt {args.gt}: frames of {gt.size[1]}x{gt.size[0]}, but the output is '
                              f'{head[1].size(-1)}x{head[1].size(-2)}')
@@ -235,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help='run LR tiles of H x W pixels (frames too large for the device); combines with every mode')
     parser.add_argument('--tile-overlap', type=int, default=16, metavar='P',
                         help='pixels of context around each tile (default 16); the seams are cropped, not blended')
+    parser.add_argument('--pad', action='store_true',
+                        help="pad frames (or tiles) smaller than the network's minimum, and crop the output back")
     parser.add_argument('--amp', choices=('none', 'bfloat16', 'float16'), default='none',
                         help='mixed precision (flows and deformable alignment stay in float32)')
     parser.add_argument('--crf', type=int, default=18, help='H.264 quality of a video output (0 lossless; default 18)')

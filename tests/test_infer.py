@@ -360,3 +360,23 @@ def test_a_killed_run_cleans_up_like_ctrl_c(tmp_path, weights):
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 1 and 'interrupted' in err, err
     assert os.listdir(out) == [] and os.listdir(temp) == []  # no output, no partial file, no decoded frames
+
+
+def test_pad_upscales_frames_below_the_minimum_and_crops_back(tmp_path, weights, capsys):
+    path, ema = weights
+    small = tmp_path / 'small'
+    small.mkdir()
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, (20, 24, 3), np.uint8) for _ in range(3)]
+    for i, img in enumerate(frames):
+        cv2.imwrite(str(small / f'{i}.png'), img)
+    model = ['--arch', 'LRTIBasicVSR', '--weights', path, '--arch-opt', 'num_feat=8', 'num_block=1', '--device', 'cpu']
+    _one_line_error(*_run(['-i', small, '-o', tmp_path / 'x', *model], capsys), '>= 33', '--pad')
+    code, cap = _run(['-i', small, '-o', tmp_path / 'sr', *model, '--pad'], capsys)
+    assert code == 0, cap.err
+    x = torch.from_numpy(np.stack(frames)[..., ::-1].copy()).permute(0, 3, 1, 2).float().div(255)
+    x = torch.nn.functional.pad(x, (0, 33 - 24, 0, 33 - 20), mode='replicate')  # edge pixels repeated up to 33
+    with torch.no_grad():
+        want = ema.eval()(x.unsqueeze(0))[0, :, :, :80, :96].clamp(0, 1).mul(255).round().permute(0, 2, 3, 1).numpy()
+    got = np.stack([cv2.imread(str(tmp_path / 'sr' / f'{i}.png'))[..., ::-1] for i in range(3)])
+    assert got.shape == (3, 80, 96, 3) and np.abs(got.astype(int) - want).max() <= 1

@@ -70,6 +70,8 @@ class LRTIBasicVSR(RecurrentVSR):
         self.pixel_shuffle = nn.PixelShuffle(2)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
 
+    min_input_size = SPYNET_MIN_SIZE
+
     def check_input(self, lqs: Tensor) -> None:
         check_lr_size(lqs, SPYNET_MIN_SIZE, 'SpyNet needs at least 33 pixels')
 

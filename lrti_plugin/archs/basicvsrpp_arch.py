@@ -85,6 +85,10 @@ class LRTIBasicVSRPP(RecurrentVSR):
         self.img_upsample = nn.Upsample(scale_factor=4, mode='bilinear', align_corners=False)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
 
+    @property
+    def min_input_size(self) -> int:
+        return FLOW_MIN_SIZE * (1 if self.is_low_res_input else 4)
+
     def check_input(self, lqs: Tensor) -> None:
         scale = 1 if self.is_low_res_input else 4
         check_lr_size(lqs, FLOW_MIN_SIZE * scale, f'BasicVSR++ computes flows at 1/{scale} of the input, '

@@ -119,6 +119,8 @@ class LRTIVSR(RecurrentVSR):
         self.conv_last = nn.Conv2d(mid_channels, 3, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
 
+    min_input_size = SPYNET_MIN_SIZE
+
     def check_input(self, lqs: Tensor) -> None:
         check_lr_size(lqs, SPYNET_MIN_SIZE, f'SpyNet needs at least {SPYNET_MIN_SIZE} pixels')
 

@@ -184,6 +184,11 @@ class RecurrentVSR(nn.Module):
     reuse_mirrored_flows: bool = False
 
     # ---- what a network supplies -------------------------------------------------------------------------
+    @property
+    def min_input_size(self) -> int:
+        """The smallest LR height and width the network accepts (inference pads smaller frames up to it)."""
+        return 1
+
     def check_input(self, lqs: Tensor) -> None:
         """Raise ValueError naming the problem if ``lqs`` (B, T, 3, H, W) cannot be processed."""
         raise NotImplementedError
