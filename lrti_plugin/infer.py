@@ -89,7 +89,7 @@ def load_network(opt_path: Optional[str], arch: Optional[str], weights: Optional
 
 
 def upscale(net, source, mode: str, chunk: int, lookahead: int, device, amp: str = 'none', cuts=(), tile=None,
-            overlap: int = 16, pad: bool = False):
+            overlap: int = 16, pad: bool = False, progress=None):
     """Yield (first frame index, (1, n, 3, sH, sW) SR frames) of ``source`` (a ``video_io`` source) in time order.
 
     ``cuts``: frame indices where a new shot starts; each shot is run on its own, from zero states (no state
@@ -130,9 +130,10 @@ def upscale(net, source, mode: str, chunk: int, lookahead: int, device, amp: str
                 return read(first + start, first + stop)
 
             if tile:
-                pieces = stream_tiled(net, shot_read, last - first, tile, overlap, mode, chunk, lookahead)
+                pieces = stream_tiled(net, shot_read, last - first, tile, overlap, mode, chunk, lookahead,
+                                      progress=progress)
             elif isinstance(net, RecurrentVSR):
-                pieces = stream(net, shot_read, last - first, mode, chunk, lookahead)
+                pieces = stream(net, shot_read, last - first, mode, chunk, lookahead, progress=progress)
             else:
                 spans = [(0, last - first)] if mode == 'whole' else [
                     (s, min(s + chunk, last - first)) for s in range(0, last - first, chunk)]
@@ -157,6 +158,8 @@ def run(args) -> None:
     from tqdm import tqdm
 
     from lrti_plugin import video_io
+    from lrti_plugin.archs.propagation import RecurrentVSR
+    from lrti_plugin.archs.streaming import sweeps
 
     _check_paths(args.input, args.output, args.overwrite)
     device = _device(args.device)
@@ -180,8 +183,17 @@ def run(args) -> None:
         if cuts:
             print(f'{len(cuts)} scene cut(s), states reset at frame(s) {", ".join(map(str, cuts[:20]))}'
                   f'{" ..." if len(cuts) > 20 else ""}', file=sys.stderr)
+        passes = sweeps(net, args.mode) if isinstance(net, RecurrentVSR) else 1
+        counted = passes > 1 or bool(args.tile)  # the stream reports every sweep's chunks itself
+        progress = {'done': 0.0, 'bar': None}  # the bar starts after the first piece (errors come before it)
+
+        def advance(n):
+            progress['done'] += n
+            if progress['bar'] is not None:
+                progress['bar'].update(n)
+
         pieces = upscale(net, source, args.mode, args.chunk, args.lookahead, device, args.amp, cuts, args.tile,
-                         args.tile_overlap, args.pad)
+                         args.tile_overlap, args.pad, advance if counted else None)
         try:
             head = next(pieces)  # a frame the arch refuses (too small...) fails here, before any progress output
         except ValueError as err:
@@ -190,13 +202,17 @@ def run(args) -> None:
         if gt is not None and tuple(gt.size) != tuple(head[1].shape[-2:]):
             raise InferError(f'--gt {args.gt}: frames of {gt.size[1]}x{gt.size[0]}, but the output is '
                              f'{head[1].size(-1)}x{head[1].size(-2)}')
-        with tqdm(total=len(source), unit='frame', desc=args.mode, file=sys.stderr) as bar:
+        desc = f'{args.mode} ({passes} sweeps)' if passes > 1 else args.mode
+        with tqdm(total=len(source) * passes, initial=progress['done'], unit='frame', desc=desc,
+                  file=sys.stderr) as bar:
+            progress['bar'] = bar
             for start, sr in itertools.chain([head], pieces):
                 for i, rgb in enumerate(video_io.iter_rgb(sr), start=start):
                     sink.write(rgb)
                     if scorer is not None:
                         scorer.add(rgb, gt.read(i, i + 1)[0], source.read(i, i + 1)[0])
-                bar.update(sr.size(1))
+                if not counted:
+                    bar.update(sr.size(1))
         video_io.commit(sink.close(), args.output)
     except BaseException:
         if sink is not None:

@@ -197,3 +197,16 @@ def test_flows_run_in_float32_under_autocast():
         ref = net(lqs.float())
     assert seen and set(seen) == {(torch.float32, torch.float32)}
     assert (out.float() - ref).abs().mean() < 0.02  # the rest ran in bfloat16, close to float32
+
+
+@pytest.mark.parametrize('kind, mode', [('basicvsr', 'exact'), ('user', 'exact'), ('basicvsr', 'lookahead'),
+                                        ('basicvsr', 'chunks'), ('basicvsr', 'whole')])
+def test_progress_counts_every_sweep(kind, mode):
+    from lrti_plugin.archs.streaming import sweeps
+
+    net, lqs = _net(kind)
+    counts = []
+    with torch.no_grad():
+        list(stream(net, _reader(lqs), lqs.size(1), mode, chunk=3, lookahead=2, progress=counts.append))
+    passes = {'basicvsr': 2, 'user': 3}[kind] if mode == 'exact' else 1  # the user net's last branch is backward
+    assert sweeps(net, mode) == passes and sum(counts) == lqs.size(1) * passes

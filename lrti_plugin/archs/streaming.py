@@ -81,8 +81,17 @@ class BorderStore:
         return torch.load(path) if os.path.isfile(path) else None
 
 
+def sweeps(net: RecurrentVSR, mode: str) -> int:
+    """How many times :func:`stream` goes over the video in ``mode`` (for a progress bar: ``progress`` is called
+    with ``num_frames * sweeps`` frames in all)."""
+    if mode != 'exact':
+        return 1
+    return len(net.branches) + (1 if is_backward_branch(net.branches[-1]) else 0)
+
+
 def stream(net: RecurrentVSR, read: Reader, num_frames: int, mode: str = 'exact', chunk: int = 20,
-           lookahead: int = 10, spill: bool = False) -> Iterator[Tuple[int, Tensor]]:
+           lookahead: int = 10, spill: bool = False,
+           progress: Optional[Callable[[int], None]] = None) -> Iterator[Tuple[int, Tensor]]:
     """Super-resolve ``num_frames`` frames read by ``read`` in ``mode`` (see the module docstring).
 
     Args:
@@ -93,6 +102,8 @@ def stream(net: RecurrentVSR, read: Reader, num_frames: int, mode: str = 'exact'
         chunk (int): frames per chunk (not used by ``whole``); at least the net's order K.
         lookahead (int): R, future frames the backward branches warm up over (``lookahead`` mode only).
         spill (bool): ``exact``: keep the border states in a temporary folder instead of host memory.
+        progress (callable | None): called with the number of frames of every chunk processed, in every sweep
+            (:func:`sweeps`).
 
     Yields:
         tuple: (start, (1, n, 3, sH, sW) SR frames start .. start+n-1), in time order, covering every frame.
@@ -101,22 +112,27 @@ def stream(net: RecurrentVSR, read: Reader, num_frames: int, mode: str = 'exact'
         raise ValueError(f'mode: expected one of {", ".join(MODES)}, got {mode!r}')
     if net.training:
         raise ValueError('stream: put the network in eval mode first (net.eval())')
+    progress = progress or (lambda n: None)
     if mode == 'whole':
-        yield 0, net(read(0, num_frames))
+        out = net(read(0, num_frames))
+        progress(num_frames)
+        yield 0, out
         return
     spans = chunk_spans(num_frames, chunk, net.order)
     if mode == 'chunks':
         for start, stop in spans:
-            yield start, net(read(start, stop))
+            out = net(read(start, stop))
+            progress(stop - start)
+            yield start, out
     elif mode == 'lookahead':
         if not isinstance(lookahead, int) or lookahead < 0:
             raise ValueError(f'lookahead: expected frames >= 0, got {lookahead!r}')
-        yield from _lookahead(net, read, num_frames, spans, lookahead)
+        yield from _lookahead(net, read, num_frames, spans, lookahead, progress)
     elif spill:
         with tempfile.TemporaryDirectory(prefix='lrti_borders_') as folder:
-            yield from _exact(net, read, num_frames, spans, BorderStore(folder))
+            yield from _exact(net, read, num_frames, spans, BorderStore(folder), progress)
     else:
-        yield from _exact(net, read, num_frames, spans, BorderStore())
+        yield from _exact(net, read, num_frames, spans, BorderStore(), progress)
 
 
 def tile_spans(size: int, tile: int, overlap: int) -> List[Tuple[int, int, int, int]]:
@@ -143,24 +159,26 @@ def tile_spans(size: int, tile: int, overlap: int) -> List[Tuple[int, int, int, 
 
 
 def stream_tiled(net: RecurrentVSR, read: Reader, num_frames: int, tile: Tuple[int, int], overlap: int = 16,
-                 mode: str = 'exact', chunk: int = 20, lookahead: int = 10,
-                 spill: bool = False) -> Iterator[Tuple[int, Tensor]]:
+                 mode: str = 'exact', chunk: int = 20, lookahead: int = 10, spill: bool = False,
+                 progress: Optional[Callable[[int], None]] = None) -> Iterator[Tuple[int, Tensor]]:
     """:func:`stream` over spatial tiles of the LR frames, for frames too large for the device.
 
     Each tile (``tile`` = (h, w) LR pixels, widened by ``overlap`` pixels of context on every side that has
     a neighbour) is streamed on its own; the SR pieces are assembled on the CPU from the tiles' cores (cropped
     seams: every output pixel comes from exactly one tile). Where ``overlap`` covers the network's receptive
     field over the clip the result equals the untiled one; with less, pixels near a seam see less context.
-    All tiles advance together, one chunk at a time, so memory stays bounded by the chunk and the tile."""
+    All tiles advance together, one chunk at a time, so memory stays bounded by the chunk and the tile.
+    ``progress`` counts each tile's frames in proportion to its share of the tiles."""
     first = read(0, 1)
     height, width = first.shape[-2:]
     rows, cols = tile_spans(height, tile[0], overlap), tile_spans(width, tile[1], overlap)
     streams = []
+    share = (lambda n: progress(n / (len(rows) * len(cols)))) if progress else None
     for y0, y1, _, _ in rows:
         for x0, x1, _, _ in cols:
             def tile_read(a, b, y0=y0, y1=y1, x0=x0, x1=x1):
                 return read(a, b)[..., y0:y1, x0:x1]
-            streams.append(stream(net, tile_read, num_frames, mode, chunk, lookahead, spill))
+            streams.append(stream(net, tile_read, num_frames, mode, chunk, lookahead, spill, share))
     for pieces in zip(*streams):
         start = pieces[0][0]
         scale = pieces[0][1].size(-1) // (cols[0][1] - cols[0][0])
@@ -172,7 +190,7 @@ def stream_tiled(net: RecurrentVSR, read: Reader, num_frames: int, tile: Tuple[i
         yield start, canvas
 
 
-def _exact(net: RecurrentVSR, read: Reader, num_frames: int, spans, store: BorderStore):
+def _exact(net: RecurrentVSR, read: Reader, num_frames: int, spans, store: BorderStore, progress):
     names, k = tuple(net.branches), net.order
     last = len(names) - 1
     emit_in_last_sweep = not is_backward_branch(names[last])
@@ -182,6 +200,7 @@ def _exact(net: RecurrentVSR, read: Reader, num_frames: int, spans, store: Borde
         for c in order:
             lqs, init = _chunk_input(net, read, num_frames, spans, c, names[:j + 1], store)
             feats, out = net.propagate(lqs, init, branches=names[:j + 1], outputs=None if emit else 0)
+            progress(lqs.size(1))
             if is_backward_branch(name) and c > 0:
                 store.put(name, c - 1, torch.stack(feats[name][:k], dim=1))
             elif not is_backward_branch(name) and c < len(spans) - 1:
@@ -191,16 +210,19 @@ def _exact(net: RecurrentVSR, read: Reader, num_frames: int, spans, store: Borde
     if not emit_in_last_sweep:  # a network whose last branch runs backward: one more pass, in time order
         for c in range(len(spans)):
             lqs, init = _chunk_input(net, read, num_frames, spans, c, names, store)
-            yield spans[c][0], net.propagate(lqs, init)[1]
+            out = net.propagate(lqs, init)[1]
+            progress(lqs.size(1))
+            yield spans[c][0], out
 
 
-def _lookahead(net: RecurrentVSR, read: Reader, num_frames: int, spans, lookahead: int):
+def _lookahead(net: RecurrentVSR, read: Reader, num_frames: int, spans, lookahead: int, progress):
     names, k = tuple(net.branches), net.order
     carry = BorderStore()
     for start, stop in spans:
         end = min(num_frames, stop + lookahead)
         lqs, init = _chunk_input(net, read, num_frames, [(start, end)], 0, names, carry, after=False)
         feats, out = net.propagate(lqs, init, outputs=stop - start)
+        progress(stop - start)
         for name in names:
             if not is_backward_branch(name):
                 carry.put(name, 0, torch.stack(feats[name][stop - start - k:stop - start], dim=1))
