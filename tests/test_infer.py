@@ -349,9 +349,10 @@ def test_a_killed_run_cleans_up_like_ctrl_c(tmp_path, weights):
     out = tmp_path / 'out'
     out.mkdir()
     env = {**os.environ, 'TMPDIR': str(temp)}
-    proc = subprocess.Popen([sys.executable, '-m', 'lrti_plugin.infer', '-i', str(src), '-o', str(out / 'x4.mp4'),
-                             '--arch', 'LRTIBasicVSR', '--weights', str(path), '--arch-opt', 'num_feat=8', 'num_block=1',
-                             '--device', 'cpu', '--chunk', '2'], env=env, stderr=subprocess.PIPE, text=True)
+    argv = ['-i', str(src), '-o', str(out / 'x4.mp4'), '--arch', 'LRTIBasicVSR', '--weights', str(path),
+            '--arch-opt', 'num_feat=8', 'num_block=1', '--device', 'cpu', '--chunk', '2']
+    proc = subprocess.Popen([sys.executable, '-m', 'lrti_plugin.infer', *argv], env=env, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.time() + 120
     while not any('.partial-' in p for p in os.listdir(out)) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
