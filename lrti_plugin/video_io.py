@@ -14,8 +14,8 @@ interleaved as the video is written). Both write under a temporary name and are 
 import glob
 import os
 import shutil
-import sys
 import tempfile
+import warnings
 from fractions import Fraction
 from typing import Iterator, List, Optional
 
@@ -233,8 +233,8 @@ class VideoSink:
             try:
                 mapping[s.index] = self.container.add_stream_from_template(s)
             except (ValueError, av.FFmpegError) as err:  # e.g. a subtitle codec the container cannot hold
-                print(f'lrti_plugin.infer: warning: {s.type} stream {s.index} ({s.codec_context.name}) not copied: '
-                      f'{err}', file=sys.stderr)
+                warnings.warn(f'{s.type} stream {s.index} ({s.codec_context.name}) of {self.source.path} not '
+                              f'copied: {err}', stacklevel=2)
         if not mapping:
             src.close()
             return None
