@@ -202,22 +202,26 @@ class VideoSink:
         ext = os.path.splitext(out)[1]
         fd, self.tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(out)}.partial-', suffix=ext, dir=parent)
         os.close(fd)
-        self.source = source if isinstance(source, VideoFrames) else None
-        self.container = av.open(self.tmp, mode='w')
-        rate = self.source.rate if self.source is not None and self.source.rate else None
-        rate = rate or Fraction(fps).limit_denominator(1001)
-        self.stream = self.container.add_stream('libx264', rate=rate)
-        self.stream.pix_fmt = 'yuv420p'
-        self.stream.options = {'crf': str(crf)}
-        if self.source is not None:
-            self.stream.time_base = self.source.time_base
-        else:
-            self.stream.time_base = 1 / rate
-        ctx = self.stream.codec_context
-        ctx.color_primaries, ctx.color_trc, ctx.colorspace = 1, 1, 1  # BT.709 (ITU-T H.273 code points)
-        ctx.color_range = 1  # limited ("tv") range, what yuv420p players expect
-        self._copied = self._open_copies()
-        self.count = 0
+        try:  # an interrupt (Ctrl-C, SIGTERM) while opening must not leave the partial file behind
+            self.source = source if isinstance(source, VideoFrames) else None
+            self.container = av.open(self.tmp, mode='w')
+            rate = self.source.rate if self.source is not None and self.source.rate else None
+            rate = rate or Fraction(fps).limit_denominator(1001)
+            self.stream = self.container.add_stream('libx264', rate=rate)
+            self.stream.pix_fmt = 'yuv420p'
+            self.stream.options = {'crf': str(crf)}
+            if self.source is not None:
+                self.stream.time_base = self.source.time_base
+            else:
+                self.stream.time_base = 1 / rate
+            ctx = self.stream.codec_context
+            ctx.color_primaries, ctx.color_trc, ctx.colorspace = 1, 1, 1  # BT.709 (ITU-T H.273 code points)
+            ctx.color_range = 1  # limited ("tv") range, what yuv420p players expect
+            self._copied = self._open_copies()
+            self.count = 0
+        except BaseException:
+            os.remove(self.tmp)
+            raise
 
     def _open_copies(self):
         """Audio and subtitle streams of the source, remuxed as the video advances: (demuxer, packets, map)."""
