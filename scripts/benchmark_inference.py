@@ -100,6 +100,8 @@ def memory_child(args) -> dict:
     import torch
 
     sys.path.insert(0, REPO)
+    from benchmark_training import _malloc_trim, _reset_high_water_mark, _rss_mib  # the same RSS bookkeeping
+
     from lrti_plugin.archs.basicvsr_arch import LRTIBasicVSR
     from lrti_plugin.archs.streaming import stream
 
@@ -119,8 +121,8 @@ def memory_child(args) -> dict:
             pass
     gc.collect()
     _malloc_trim()
-    hwm_reset = _reset_hwm()
-    before = _rss_bytes()
+    hwm_reset = _reset_high_water_mark()
+    before = _rss_mib() * 2 ** 20
     if device.type != 'cpu':
         torch.accelerator.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -135,29 +137,6 @@ def memory_child(args) -> dict:
     if device.type != 'cpu':
         out['device_peak_bytes'] = torch.accelerator.max_memory_allocated()
     return out
-
-
-def _rss_bytes() -> int:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
-def _malloc_trim() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-    except OSError:
-        pass
 
 
 # ---- the parent -----------------------------------------------------------------------------------------------
