@@ -89,13 +89,14 @@ def load_network(opt_path: Optional[str], arch: Optional[str], weights: Optional
 
 
 def upscale(net, source, mode: str, chunk: int, lookahead: int, device, amp: str = 'none', cuts=(), tile=None,
-            overlap: int = 16, pad: bool = False, progress=None):
+            overlap: int = 16, pad: bool = False, progress=None, spill: bool = False):
     """Yield (first frame index, (1, n, 3, sH, sW) SR frames) of ``source`` (a ``video_io`` source) in time order.
 
     ``cuts``: frame indices where a new shot starts; each shot is run on its own, from zero states (no state
     crosses a cut, so the previous shot does not bleed into the next). ``tile``: (h, w) LR tiles with
     ``overlap`` pixels of context (:func:`~lrti_plugin.archs.streaming.stream_tiled`). ``pad``: frames (or
-    tiles) smaller than the network's minimum are padded (edge pixels repeated) and the output cropped back."""
+    tiles) smaller than the network's minimum are padded (edge pixels repeated) and the output cropped back.
+    ``spill``: ``exact`` mode keeps its border states in a temporary folder instead of host memory."""
     import torch
 
     from lrti_plugin.archs.propagation import RecurrentVSR
@@ -130,10 +131,10 @@ def upscale(net, source, mode: str, chunk: int, lookahead: int, device, amp: str
                 return read(first + start, first + stop)
 
             if tile:
-                pieces = stream_tiled(net, shot_read, last - first, tile, overlap, mode, chunk, lookahead,
+                pieces = stream_tiled(net, shot_read, last - first, tile, overlap, mode, chunk, lookahead, spill,
                                       progress=progress)
             elif isinstance(net, RecurrentVSR):
-                pieces = stream(net, shot_read, last - first, mode, chunk, lookahead, progress=progress)
+                pieces = stream(net, shot_read, last - first, mode, chunk, lookahead, spill, progress=progress)
             else:
                 spans = [(0, last - first)] if mode == 'whole' else [
                     (s, min(s + chunk, last - first)) for s in range(0, last - first, chunk)]
@@ -193,7 +194,7 @@ def run(args) -> None:
                 progress['bar'].update(n)
 
         pieces = upscale(net, source, args.mode, args.chunk, args.lookahead, device, args.amp, cuts, args.tile,
-                         args.tile_overlap, args.pad, advance if counted else None)
+                         args.tile_overlap, args.pad, advance if counted else None, args.spill)
         try:
             head = next(pieces)  # a frame the arch refuses (too small...) fails here, before any progress output
         except ValueError as err:
@@ -260,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='exact (default: = one whole pass, bounded memory), lookahead, chunks, whole')
     parser.add_argument('--chunk', type=int, default=20, help='frames per chunk (default 20)')
     parser.add_argument('--lookahead', type=int, default=10, help='R future frames in --mode lookahead (default 10)')
+    parser.add_argument('--spill', action='store_true',
+                        help='exact mode: keep the border states (one per branch and chunk) in a temporary folder '
+                             '($TMPDIR) instead of host memory, so that memory stays flat for any video length')
     parser.add_argument('--max-frames', type=int, help='only the first N frames')
     parser.add_argument('--device', default='auto', help='auto (the accelerator if any), cpu, cuda, cuda:1, ...')
     parser.add_argument('--tile', type=int, nargs=2, metavar=('H', 'W'),

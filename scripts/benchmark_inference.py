@@ -28,12 +28,12 @@ WEIGHTS = os.path.join(REPO, 'experiments', 'pretrained_models', 'BasicVSR', 'Ba
 QUALITY_MODES = [('whole', {}), ('exact', {'chunk': 10}), ('exact', {'chunk': 20}), ('chunks', {'chunk': 10}),
                  ('chunks', {'chunk': 20}), ('lookahead', {'chunk': 10, 'lookahead': 2}),
                  ('lookahead', {'chunk': 10, 'lookahead': 5}), ('lookahead', {'chunk': 10, 'lookahead': 10})]
-MEMORY_MODES = [('whole', {}), ('exact', {'chunk': 10}), ('lookahead', {'chunk': 10, 'lookahead': 5}),
-                ('chunks', {'chunk': 10})]
+MEMORY_MODES = [('whole', {}), ('exact', {'chunk': 10}), ('exact', {'chunk': 10, 'spill': True}),
+                ('lookahead', {'chunk': 10, 'lookahead': 5}), ('chunks', {'chunk': 10})]
 
 
 def label(mode, kw):
-    extra = ', '.join(f'{k} {v}' for k, v in kw.items())
+    extra = ', '.join(k if v is True else f'{k} {v}' for k, v in kw.items())
     return f'{mode} ({extra})' if extra else mode
 
 

@@ -381,3 +381,31 @@ def test_pad_upscales_frames_below_the_minimum_and_crops_back(tmp_path, weights,
         want = ema.eval()(x.unsqueeze(0))[0, :, :, :80, :96].clamp(0, 1).mul(255).round().permute(0, 2, 3, 1).numpy()
     got = np.stack([cv2.imread(str(tmp_path / 'sr' / f'{i}.png'))[..., ::-1] for i in range(3)])
     assert got.shape == (3, 80, 96, 3) and np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_spill_keeps_the_exact_borders_on_disk_and_cleans_them_up(clip, weights, tmp_path, capsys, monkeypatch):
+    from lrti_plugin.archs import streaming
+    path, ema = weights
+    spill_root = tmp_path / 'tmpdir'
+    spill_root.mkdir()
+    monkeypatch.setenv('TMPDIR', str(spill_root))
+    monkeypatch.setattr(streaming.tempfile, 'tempdir', None)  # re-read TMPDIR
+    seen = []
+    real_put = streaming.BorderStore.put
+
+    def put(self, name, chunk, border):
+        seen.append((self.folder, sorted(os.listdir(self.folder)) if self.folder else None))
+        real_put(self, name, chunk, border)
+
+    monkeypatch.setattr(streaming.BorderStore, 'put', put)
+    out = tmp_path / 'sr'
+    code, cap = _run(['-i', clip, '-o', out, '--arch', 'LRTIBasicVSR', '--weights', path, '--arch-opt', 'num_feat=8',
+                      'num_block=1', '--chunk', 2, '--device', 'cpu', '--spill'], capsys)
+    assert code == 0, cap.err
+    assert seen and all(folder and folder.startswith(str(spill_root)) for folder, _ in seen)
+    assert any(files for _, files in seen)  # the borders written so far are files there
+    assert os.listdir(spill_root) == []  # and the folder is gone afterwards
+    want = _expected(ema, clip, [(0, 5)])  # still the whole pass
+    for i, name in enumerate(NAMES):
+        got = cv2.imread(str(out / (os.path.splitext(name)[0] + '.png')))
+        assert np.abs(got.astype(int) - want[i].astype(int)).max() <= 1
