@@ -7,8 +7,10 @@ Part 1, quality and speed (needs the official BasicVSR Vimeo-90K BIx4 weights, `
 and Vid4 frames, ``--vid4``): every mode of :mod:`lrti_plugin.archs.streaming` on whole Vid4 clips with
 ``LRTIBasicVSR`` (num_block 30), and BasicSR's own ``BasicVSR`` whole-sequence pass on the same weights and
 input. Y-PSNR (BasicSR's metric, crop border 0, uint8 output as ``tensor2img``), max |difference| to our
-whole pass in float32 and in uint8 levels, and frames/s. Every timing of a clip runs in one process, one
-after the other, ``--repeats`` times (the best is kept): only ratios within one run are meaningful.
+whole pass in float32 and in uint8 levels, and frames/s. Every timing of a clip runs in one process after a
+short warm-up of both networks, in ``--repeats`` rounds over all entries (every other round in reverse order,
+so that no entry always runs first); the best time of each is kept, all are in the JSON. Only ratios within
+one run are meaningful.
 
 Part 2, peak memory against video length (a tiny ``LRTIBasicVSR``, random weights, synthetic frames made on
 the fly so that reading costs no memory): for each mode and length, a child process streams the video and
@@ -63,22 +65,23 @@ def vid4_child(args) -> dict:
         lqs = torch.from_numpy(lq_src.read(0, len(lq_src))).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
         gts = [g[:, :, ::-1] for g in gt_src.read(0, len(gt_src))]  # BGR, as BasicSR scores
 
-        def run(fn, lqs=lqs):
-            best, out = None, None
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    out = fn()
-                best = min(best or 1e9, time.perf_counter() - t0)
-            return out, best
-
-        results = {}
-        results['BasicSR BasicVSR (whole)'] = run(lambda lqs=lqs: theirs(lqs))
+        fns = {'BasicSR BasicVSR (whole)': lambda lqs=lqs: theirs(lqs)}
         for mode, kw in QUALITY_MODES:
             def go(mode=mode, kw=kw, lqs=lqs):
                 return torch.cat([sr for _, sr in stream(ours, lambda a, b: lqs[:, a:b], lqs.size(1), mode, **kw)],
                                  dim=1)
-            results[label(mode, kw)] = run(go)
+            fns[label(mode, kw)] = go
+        with torch.no_grad():  # warm-up on a few frames, so that no entry pays for first-call allocations
+            theirs(lqs[:, :3])
+            ours(lqs[:, :3])
+        names, times, results = list(fns), {}, {}
+        for r in range(args.repeats):  # round robin, every other round reversed: no entry always goes first
+            for name in (names if r % 2 == 0 else names[::-1]):
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    out = fns[name]()
+                times.setdefault(name, []).append(time.perf_counter() - t0)
+                results[name] = (out, min(times[name]))
         whole = results['whole'][0]
         whole_u8 = np.stack([tensor2img([f]) for f in whole[0]]).astype(int)
         for name, (out, sec) in results.items():
@@ -87,7 +90,7 @@ def vid4_child(args) -> dict:
                 'psnr_y': float(np.mean([calculate_psnr(u, g, 0, test_y_channel=True) for u, g in zip(u8, gts)])),
                 'max_abs_vs_whole': float((out - whole).abs().max()),
                 'max_levels_vs_whole': int(np.abs(u8.astype(int) - whole_u8).max()),
-                'seconds': sec, 'frames': lqs.size(1)}
+                'seconds': sec, 'all_seconds': times[name], 'frames': lqs.size(1)}
         print(f'[benchmark] {clip}: done', file=sys.stderr, flush=True)
     return rows
 
@@ -154,6 +157,7 @@ def main(argv=None) -> int:
     parser.add_argument('--weights', default=WEIGHTS)
     parser.add_argument('--repeats', type=int, default=1)
     parser.add_argument('--skip-vid4', action='store_true')
+    parser.add_argument('--skip-memory', action='store_true')
     parser.add_argument('--lengths', type=int, nargs='+', default=[50, 200, 1000])
     parser.add_argument('--size', type=int, nargs=2, default=[64, 64], metavar=('H', 'W'))
     parser.add_argument('--device', default='cpu', help='device of the memory part (cpu, or an accelerator)')
@@ -176,14 +180,15 @@ def main(argv=None) -> int:
             result['vid4'] = child(['--child', 'vid4', '--vid4', args.vid4, '--weights', args.weights, '--clips',
                                     *args.clips, '--repeats', str(args.repeats), *common])
             print_vid4(result['vid4'])
-    for mode, kw in MEMORY_MODES:
+    for mode, kw in ([] if args.skip_memory else MEMORY_MODES):
         for length in args.lengths:
             row = child(['--child', 'memory', '--mode', mode, '--kw', json.dumps(kw), '--length', str(length),
                          '--size', *map(str, args.size), '--device', args.device, *common])
             result['memory'].setdefault(label(mode, kw), {})[length] = row
             print(f'[benchmark] memory {label(mode, kw)}, {length} frames: '
                   f'{row["host_growth_bytes"] / 2 ** 20:.0f} MiB host', file=sys.stderr, flush=True)
-    print_memory(result['memory'], args.lengths, args.size)
+    if result['memory']:
+        print_memory(result['memory'], args.lengths, args.size)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, 'w') as f:
