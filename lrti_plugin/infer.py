@@ -186,34 +186,40 @@ def run(args) -> None:
                   f'{" ..." if len(cuts) > 20 else ""}', file=sys.stderr)
         passes = sweeps(net, args.mode) if isinstance(net, RecurrentVSR) else 1
         counted = passes > 1 or bool(args.tile)  # the stream reports every sweep's chunks itself
-        progress = {'done': 0.0, 'bar': None}  # the bar starts after the first piece (errors come before it)
+        if gt is not None:  # before any work: a one-frame probe gives the output size
+            out_h, out_w = _output_size(net, source, device)
+            if tuple(gt.size) != (out_h, out_w):
+                raise InferError(f'--gt {args.gt}: frames of {gt.size[1]}x{gt.size[0]}, but the output is '
+                                 f'{out_w}x{out_h}')
+        desc = f'{args.mode} ({passes} sweeps)' if passes > 1 else args.mode
+        # The bar opens with the first finished chunk (an input the arch refuses fails before that, in one line)
+        # and counts every sweep: in exact mode the first output comes only after the first sweeps.
+        progress = {'bar': None}
 
         def advance(n):
-            progress['done'] += n
-            if progress['bar'] is not None:
-                progress['bar'].update(n)
+            if progress['bar'] is None:
+                progress['bar'] = tqdm(total=len(source) * passes, unit='frame', desc=desc, file=sys.stderr)
+            progress['bar'].update(n)
 
         pieces = upscale(net, source, args.mode, args.chunk, args.lookahead, device, args.amp, cuts, args.tile,
                          args.tile_overlap, args.pad, advance if counted else None, args.spill)
         try:
-            head = next(pieces)  # a frame the arch refuses (too small...) fails here, before any progress output
-        except ValueError as err:
-            hint = ' (--pad pads small frames up to the minimum)' if 'must be >=' in str(err) and not args.pad else ''
-            raise InferError(f'{args.input}: {err}{hint}') from None
-        if gt is not None and tuple(gt.size) != tuple(head[1].shape[-2:]):
-            raise InferError(f'--gt {args.gt}: frames of {gt.size[1]}x{gt.size[0]}, but the output is '
-                             f'{head[1].size(-1)}x{head[1].size(-2)}')
-        desc = f'{args.mode} ({passes} sweeps)' if passes > 1 else args.mode
-        with tqdm(total=len(source) * passes, initial=progress['done'], unit='frame', desc=desc,
-                  file=sys.stderr) as bar:
-            progress['bar'] = bar
+            try:
+                head = next(pieces)  # a frame the arch refuses (too small...) fails here, before any progress
+            except ValueError as err:
+                hint = ' (--pad pads small frames up to the minimum)' if 'must be >=' in str(err) and not args.pad \
+                    else ''
+                raise InferError(f'{args.input}: {err}{hint}') from None
             for start, sr in itertools.chain([head], pieces):
                 for i, rgb in enumerate(video_io.iter_rgb(sr), start=start):
                     sink.write(rgb)
                     if scorer is not None:
                         scorer.add(rgb, gt.read(i, i + 1)[0], source.read(i, i + 1)[0])
                 if not counted:
-                    bar.update(sr.size(1))
+                    advance(sr.size(1))
+        finally:
+            if progress['bar'] is not None:
+                progress['bar'].close()
         video_io.commit(sink.close(), args.output)
     except BaseException:
         if sink is not None:
@@ -230,6 +236,22 @@ def run(args) -> None:
         mean = scorer.write(report, f'{os.path.basename(args.output)} vs {os.path.basename(args.gt)} ({args.mode})')
         print(f'vs GT: PSNR {mean["psnr"]:.4f} dB, SSIM {mean["ssim"]:.4f}, Y-PSNR {mean["psnr_y"]:.4f} dB, '
               f'Y-SSIM {mean["ssim_y"]:.4f}, tOF {mean["tof"]:.4f} (per frame: {report}/scores.csv)')
+
+
+def _output_size(net, source, device):
+    """(height, width) of the SR frames, from ``net`` run on a small corner of the first frame (at most 64x64
+    pixels, padded up to the net's minimum as ``--pad`` would)."""
+    import torch
+
+    height, width = source.size
+    minimum = getattr(net, 'min_input_size', 1)
+    ph, pw = min(height, 64), min(width, 64)
+    frame = torch.from_numpy(source.read(0, 1)[:, :ph, :pw]).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    frame = torch.nn.functional.pad(frame, (0, max(pw, minimum) - pw, 0, max(ph, minimum) - ph), mode='replicate')
+    with torch.no_grad():
+        out = net(frame.unsqueeze(0))
+    scale = out.size(-1) // frame.size(-1)
+    return height * scale, width * scale
 
 
 def _device(name: str):

@@ -409,3 +409,30 @@ def test_spill_keeps_the_exact_borders_on_disk_and_cleans_them_up(clip, weights,
     for i, name in enumerate(NAMES):
         got = cv2.imread(str(out / (os.path.splitext(name)[0] + '.png')))
         assert np.abs(got.astype(int) - want[i].astype(int)).max() <= 1
+
+
+def test_progress_starts_with_the_first_sweep_not_the_first_output(clip, weights, tmp_path, capsys, monkeypatch):
+    import tqdm as tqdm_module
+
+    path, _ = weights
+    bars, at_first_write = [], []
+
+    class Bar(tqdm_module.tqdm):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            bars.append(self)
+
+    real_write = video_io.PngSink.write
+
+    def write(self, rgb):
+        if not at_first_write:
+            at_first_write.append(bars[0].n if bars else None)
+        real_write(self, rgb)
+
+    monkeypatch.setattr(tqdm_module, 'tqdm', Bar)
+    monkeypatch.setattr(video_io.PngSink, 'write', write)
+    code, cap = _run(['-i', clip, '-o', tmp_path / 'sr', '--arch', 'LRTIBasicVSR', '--weights', path, '--arch-opt',
+                      'num_feat=8', 'num_block=1', '--chunk', 2, '--device', 'cpu'], capsys)
+    assert code == 0, cap.err
+    assert len(bars) == 1 and bars[0].total == 10 and bars[0].n == 10  # 5 frames x 2 sweeps (exact, BasicVSR)
+    assert at_first_write == [5 + 2]  # the whole backward sweep and the forward sweep's first chunk (2 frames)
