@@ -3,7 +3,7 @@
 Usage::
 
     python -m lrti_plugin.infer -i INPUT -o OUTPUT (--opt OPTIONS.yml | --arch NAME --weights FILE)
-        [--mode exact|lookahead|chunks|whole] [--chunk N] [--lookahead R] [--max-frames N]
+        [--mode exact|lookahead|chunks|whole] [--chunk N] [--lookahead R] [--spill] [--max-frames N]
         [--device auto|cpu|cuda] [--amp none|bfloat16|float16] [--crf Q] [--fps F] [--overwrite]
         [--tile H W [--tile-overlap P]] [--pad] [--scene-cut T] [--gt GT [--crop-border N] [--report DIR]]
 
@@ -20,7 +20,8 @@ used when the checkpoint has it, else ``params`` (BasicSR's official checkpoints
 
 Modes (:mod:`lrti_plugin.archs.streaming`): ``exact`` (default) gives the output of one whole-sequence pass
 in memory bounded by ``--chunk`` (one sweep per branch, keeping only border states; about 1.5x the compute
-of a whole pass for BasicVSR, 2.5x at most for the four-branch nets); ``lookahead`` is one online sweep
+of a whole pass for BasicVSR, 2.5x at most for the four-branch nets; the border states, one per branch and
+chunk, stay in host memory or, with ``--spill``, in a temporary folder); ``lookahead`` is one online sweep
 whose backward branches warm up over ``--lookahead`` future frames; ``chunks`` runs independent chunks from
 zero states (what other tools do); ``whole`` runs every frame in one pass (memory grows with the video).
 
