@@ -82,6 +82,8 @@ def vid4_child(args) -> dict:
                     out = fns[name]()
                 times.setdefault(name, []).append(time.perf_counter() - t0)
                 results[name] = (out, min(times[name]))
+                print(f'[benchmark] {clip}, round {r + 1}/{args.repeats}: {name} {times[name][-1]:.1f} s',
+                      file=sys.stderr, flush=True)
         whole = results['whole'][0]
         whole_u8 = np.stack([tensor2img([f]) for f in whole[0]]).astype(int)
         for name, (out, sec) in results.items():
