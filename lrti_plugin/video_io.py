@@ -101,6 +101,25 @@ class FrameFolder:
         pass
 
 
+def presentation_pts(pts: List[Optional[int]], time_base, rate, path: str = 'the video') -> List[int]:
+    """Timestamps for frames in the order the decoder gave them (presentation order), strictly increasing.
+
+    Most files give them as they are. Some (e.g. a muxer that wrote decode-order timestamps) give a permutation:
+    the frames are in order but their labels are not, and an encoder refuses them. Then the sorted timestamps are
+    used. Missing or repeated ones: the frames are re-timed at ``rate`` (25 frames/s if unknown)."""
+    if all(p is not None for p in pts):
+        if all(b > a for a, b in zip(pts, pts[1:])):
+            return list(pts)
+        if len(set(pts)) == len(pts):
+            warnings.warn(f'{path}: frame timestamps out of order; the frames keep their order and take the '
+                          'timestamps sorted', stacklevel=3)
+            return sorted(pts)
+    step = 1 / (Fraction(rate) if rate else Fraction(25)) / Fraction(time_base)
+    fps = float(1 / (step * time_base))
+    warnings.warn(f'{path}: missing or repeated frame timestamps; frames re-timed at {fps:.3f} frames/s', stacklevel=3)
+    return [round(i * step) for i in range(len(pts))]
+
+
 class VideoFrames:
     """A video file decoded once into a temporary folder of raw frames (random access, bounded memory).
 
@@ -126,10 +145,14 @@ class VideoFrames:
                 stream = container.streams.video[0]
                 self.time_base = stream.time_base
                 self.rate = stream.average_rate or stream.guessed_rate
+                extra: List[Optional[int]] = []  # timestamps of up to 16 frames after a cut (see presentation_pts)
                 for frame in container.decode(stream):
                     if max_frames and len(self.pts) >= max_frames:
                         self.complete = False
-                        break
+                        extra.append(frame.pts)
+                        if len(extra) >= 16:
+                            break
+                        continue
                     rgb = frame.to_ndarray(format='rgb24')  # (H, W, 3)
                     np.save(os.path.join(self._dir, f'{len(self.pts)}.npy'), rgb)
                     self.pts.append(frame.pts)
@@ -142,6 +165,7 @@ class VideoFrames:
         if not self.pts:
             self.close()
             raise MediaError(f'{path}: no video frames (the video stream is empty)')
+        self.pts = presentation_pts(self.pts + extra, self.time_base, self.rate, path)[:len(self.pts)]
         self.size = np.load(os.path.join(self._dir, '0.npy'), mmap_mode='r').shape[:2]
         digits = len(str(len(self.pts) - 1))
         self.names = [f'{i:0{max(digits, 6)}d}' for i in range(len(self.pts))]

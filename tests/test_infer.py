@@ -436,3 +436,41 @@ def test_progress_starts_with_the_first_sweep_not_the_first_output(clip, weights
     assert code == 0, cap.err
     assert len(bars) == 1 and bars[0].total == 10 and bars[0].n == 10  # 5 frames x 2 sweeps (exact, BasicVSR)
     assert at_first_write == [5 + 2]  # the whole backward sweep and the forward sweep's first chunk (2 frames)
+
+
+def test_presentation_pts_keeps_good_timestamps_sorts_permuted_ones_and_retimes_broken_ones():
+    from fractions import Fraction
+
+    tb = Fraction(1, 1000)
+    assert video_io.presentation_pts([0, 40, 80], tb, Fraction(25)) == [0, 40, 80]
+    with pytest.warns(UserWarning, match='out of order'):
+        assert video_io.presentation_pts([0, 80, 40, 120], tb, Fraction(25)) == [0, 40, 80, 120]
+    with pytest.warns(UserWarning, match='re-timed at 25.000'):
+        assert video_io.presentation_pts([0, None, 0], tb, Fraction(25)) == [0, 40, 80]
+
+
+BOX = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data', 'videos', 'opencv-doc', 'box.mp4')
+
+
+@pytest.mark.skipif(not os.path.isfile(BOX), reason='needs ../shared/data/videos/opencv-doc/box.mp4')
+def test_a_real_phone_video_with_decode_order_timestamps_and_mp3_audio_is_written(tmp_path):
+    """box.mp4 labels its frames with decode-order timestamps (0, 101000, 67000, ...): the encoder refused them."""
+    import av
+
+    with pytest.warns(UserWarning, match='out of order'):
+        src = video_io.open_source(BOX, 30)
+    sink = video_io.VideoSink(str(tmp_path / 'out.mp4'), src)
+    for _ in range(len(src)):
+        sink.write(np.zeros((48, 64, 3), np.uint8))
+    out = sink.close()
+    with av.open(out) as c:
+        v = c.streams.video[0]
+        pts = [f.pts * v.time_base for f in c.decode(video=0)]
+    with av.open(BOX) as c:
+        want = sorted(f.pts for f in c.decode(video=0))[:30]
+        tb = c.streams.video[0].time_base
+    assert len(pts) == 30 and all(b > a for a, b in zip(pts, pts[1:]))
+    assert max(abs(float(a - b * tb)) for a, b in zip(pts, want)) < 0.5 / 29.97  # half a frame (muxer rounding)
+    with av.open(out) as c:
+        assert [s.codec_context.name for s in c.streams if s.type == 'audio'] == ['mp3float']
+    src.close()
