@@ -6,7 +6,8 @@ Two kinds of fixes live here:
   imported without it on torchvision >= 0.17).
 * :func:`patch_basicsr_runners` runs at import time of the package too (BasicSR's own runner imports
   the plugin while it reads the options). It replaces two module-level functions of BasicSR's runner
-  whose bodies hard-code CUDA.
+  whose bodies hard-code CUDA, and its two prefetcher classes, so that a resumed run continues its
+  interrupted epoch's data instead of restarting it (:mod:`lrti_plugin.utils.resume`).
 
 Model-level defects (validation metrics on a hard-coded CUDA device, DDP ``device_ids``) are fixed in
 :class:`lrti_plugin.models.lrti_model.LRTIModel`, which overrides the offending hooks.
@@ -57,6 +58,15 @@ def _load_resume_state_any_device(opt):
     return resume_state
 
 
+def _load_resume_state_exact(opt):
+    """``load_resume_state`` that also tells the prefetchers which epoch and batch the run resumes at."""
+    from lrti_plugin.utils import resume
+
+    resume_state = _load_resume_state_any_device(opt)
+    resume.note_resume(opt, resume_state)
+    return resume_state
+
+
 def _init_dist_any_device(launcher, backend=None, **kwargs):
     """Device-aware ``basicsr.utils.dist_util.init_dist`` for ``--launcher pytorch``.
 
@@ -93,11 +103,17 @@ def patch_basicsr_runners():
     import basicsr.train
     import basicsr.utils.options
 
-    basicsr.train.load_resume_state = _load_resume_state_any_device
-    basicsr.utils.options.init_dist = _init_dist_any_device
+    from lrti_plugin.utils.resume import ExactResumeCPUPrefetcher, ExactResumeCUDAPrefetcher
+
+    runners = [basicsr.train]
     main = sys.modules.get('__main__')
     if _is_basicsr_train_script(getattr(main, '__file__', None)) and hasattr(main, 'load_resume_state'):
-        main.load_resume_state = _load_resume_state_any_device
+        runners.append(main)
+    for runner in runners:
+        runner.load_resume_state = _load_resume_state_exact
+        runner.CPUPrefetcher = ExactResumeCPUPrefetcher
+        runner.CUDAPrefetcher = ExactResumeCUDAPrefetcher
+    basicsr.utils.options.init_dist = _init_dist_any_device
 
 
 def _is_basicsr_train_script(path) -> bool:

@@ -42,6 +42,7 @@ def opt(tiny_data):
     ('val.val_freq', 0, 'val.val_freq: expected a positive whole number, got 0'),
     ('train.total_iter', 2.5, 'train.total_iter: expected a positive whole number, got 2.5'),
     ('train.use_amp', 'yes', "train.use_amp: expected true/false, got 'yes'"),
+    ('train.exact_resume', 'no', "train.exact_resume: expected true/false, got 'no'"),
     ('train.ema_decay', 1.5, r'train.ema_decay: expected a number in [0, 1), got 1.5'),
     ('network_g.type', 'BasicVSRR', "network_g.type: unknown arch 'BasicVSRR'; did you mean BasicVSR?"),
 ])

@@ -12,6 +12,8 @@ it unchanged. The BasicSR defects answered here (one override each):
 * ``save_network``/``save_training_state``: write in place, so a run killed mid-save leaves a
   truncated checkpoint that ``--auto_resume`` then picks. Ours write a temporary file and rename it;
   only rank 0 writes.
+* ``save_training_state`` also writes the random generators' states, so that the runner resumes the
+  interrupted epoch's data stream exactly (:mod:`lrti_plugin.utils.resume`).
 * ``load_network``: a wrong or truncated checkpoint gives hundreds of lines that never name the file;
   ours give one (:mod:`lrti_plugin.utils.checkpoint`).
 
@@ -36,6 +38,7 @@ from lrti_plugin.models.lrti_options import LRTIOptions, parse_amp
 from lrti_plugin.models.video_validation import WholeClipValidation
 from lrti_plugin.utils.checkpoint import atomic_torch_save, check_state_dict, read_checkpoint, select_params
 from lrti_plugin.utils.option_check import check_options
+from lrti_plugin.utils.resume import rng_states_for_checkpoint
 from lrti_plugin.utils.validate import expect_bool, expect_number
 
 OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW}
@@ -398,6 +401,7 @@ class LRTIModel(WholeClipValidation, VideoRecurrentModel):
         }
         if hasattr(self, 'grad_scaler'):
             state['grad_scaler'] = self.grad_scaler.state_dict()
+        state.update(rng_states_for_checkpoint())  # the resumed run continues the same data stream
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state):

@@ -50,7 +50,7 @@ DIST_PARAMS_KEYS = frozenset({'backend', 'port'})
 # LRTIModel's (BasicSR's VideoRecurrentModel's, plus the plugin's)
 TRAIN_KEYS = frozenset({
     'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'fix_flow', 'flow_lr_mul', 'pixel_opt',
-    'perceptual_opt', 'use_amp', 'amp_dtype', 'lrti', 'grad_clip_norm', 'skip_nonfinite',
+    'perceptual_opt', 'use_amp', 'amp_dtype', 'lrti', 'grad_clip_norm', 'skip_nonfinite', 'exact_resume',
 })
 VAL_KEYS = frozenset({'val_freq', 'save_img', 'flip_seq', 'center_frame_only', 'metrics', 'suffix', 'stream_chunk'})
 
@@ -102,7 +102,7 @@ def _check(opt: Mapping) -> None:
         _check_dataset(ds, f'datasets.{phase}')
     if opt['model_type'] != 'LRTIModel':
         return
-    train = _section(opt, 'train', TRAIN_KEYS, counts=('total_iter',), bools=('use_amp', 'skip_nonfinite'))
+    train = _section(opt, 'train', TRAIN_KEYS, counts=('total_iter',), bools=('use_amp', 'skip_nonfinite', 'exact_resume'))
     if train:
         _check_train(train)
     val = _section(opt, 'val', VAL_KEYS, counts=('val_freq', 'stream_chunk'),
