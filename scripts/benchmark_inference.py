@@ -2,6 +2,7 @@
 
     python scripts/benchmark_inference.py --json results/benchmark_inference.json            # everything
     python scripts/benchmark_inference.py --skip-vid4 --lengths 50 200                       # memory part only
+    python scripts/benchmark_inference.py --skip-memory --modes whole --repeats 6            # speed vs BasicSR
 
 Part 1, quality and speed (needs the official BasicVSR Vimeo-90K BIx4 weights, ``scripts/get_weights.py``,
 and Vid4 frames, ``--vid4``): every mode of :mod:`lrti_plugin.archs.streaming` on whole Vid4 clips with
@@ -10,7 +11,9 @@ input. Y-PSNR (BasicSR's metric, crop border 0, uint8 output as ``tensor2img``),
 whole pass in float32 and in uint8 levels, and frames/s. Every timing of a clip runs in one process after a
 short warm-up of both networks, in ``--repeats`` rounds over all entries (every other round in reverse order,
 so that no entry always runs first); the best time of each is kept, all are in the JSON. Only ratios within
-one run are meaningful.
+one run are meaningful; the speed of our ``whole`` against BasicSR's is also given round by round (both
+clips' times summed per round), with the median of those paired ratios. ``--modes`` keeps only some
+entries (``whole`` is always run: it is the reference).
 
 Part 2, peak memory against video length (a tiny ``LRTIBasicVSR``, random weights, synthetic frames made on
 the fly so that reading costs no memory): for each mode and length, a child process streams the video and
@@ -21,6 +24,7 @@ parent never imports torch.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +36,7 @@ QUALITY_MODES = [('whole', {}), ('exact', {'chunk': 10}), ('exact', {'chunk': 20
                  ('lookahead', {'chunk': 10, 'lookahead': 5}), ('lookahead', {'chunk': 10, 'lookahead': 10})]
 MEMORY_MODES = [('whole', {}), ('exact', {'chunk': 10}), ('exact', {'chunk': 10, 'spill': True}),
                 ('lookahead', {'chunk': 10, 'lookahead': 5}), ('chunks', {'chunk': 10})]
+BASICSR = 'BasicSR BasicVSR (whole)'
 
 
 def label(mode, kw):
@@ -65,8 +70,11 @@ def vid4_child(args) -> dict:
         lqs = torch.from_numpy(lq_src.read(0, len(lq_src))).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
         gts = [g[:, :, ::-1] for g in gt_src.read(0, len(gt_src))]  # BGR, as BasicSR scores
 
-        fns = {'BasicSR BasicVSR (whole)': lambda lqs=lqs: theirs(lqs)}
+        fns = {BASICSR: lambda lqs=lqs: theirs(lqs)}
         for mode, kw in QUALITY_MODES:
+            if args.modes and mode != 'whole' and label(mode, kw) not in args.modes and mode not in args.modes:
+                continue
+
             def go(mode=mode, kw=kw, lqs=lqs):
                 return torch.cat([sr for _, sr in stream(ours, lambda a, b: lqs[:, a:b], lqs.size(1), mode, **kw)],
                                  dim=1)
@@ -160,6 +168,8 @@ def main(argv=None) -> int:
     parser.add_argument('--repeats', type=int, default=1)
     parser.add_argument('--skip-vid4', action='store_true')
     parser.add_argument('--skip-memory', action='store_true')
+    parser.add_argument('--modes', nargs='+', help='Vid4 entries to run besides whole and BasicSR\'s pass: a mode '
+                        '(all its settings) or a label such as "exact (chunk 10)"')
     parser.add_argument('--lengths', type=int, nargs='+', default=[50, 200, 1000])
     parser.add_argument('--size', type=int, nargs=2, default=[64, 64], metavar=('H', 'W'))
     parser.add_argument('--device', default='cpu', help='device of the memory part (cpu, or an accelerator)')
@@ -179,8 +189,10 @@ def main(argv=None) -> int:
         if not (os.path.isdir(args.vid4) and os.path.isfile(args.weights)):
             print(f'[benchmark] skipping Vid4: need {args.vid4} and {args.weights} (scripts/get_weights.py)')
         else:
+            modes = ['--modes', *args.modes] if args.modes else []
             result['vid4'] = child(['--child', 'vid4', '--vid4', args.vid4, '--weights', args.weights, '--clips',
-                                    *args.clips, '--repeats', str(args.repeats), *common])
+                                    *args.clips, '--repeats', str(args.repeats), *modes, *common])
+            result['whole_vs_basicsr'] = paired_speed(result['vid4'])
             print_vid4(result['vid4'])
     for mode, kw in ([] if args.skip_memory else MEMORY_MODES):
         for length in args.lengths:
@@ -212,6 +224,19 @@ def print_vid4(rows: dict) -> None:
         diff = max(per[c]['max_abs_vs_whole'] for c in clips)
         levels = max(per[c]['max_levels_vs_whole'] for c in clips)
         print(f'| {name} | {psnr:.4f} | {diff:.2e} | {levels} | {fps:.2f} | {whole_fps / fps:.2f}x |')
+
+
+def paired_speed(rows: dict) -> dict:
+    """Our whole pass's speed relative to BasicSR's, round by round (BasicSR's time / ours, clips summed)."""
+    clips = list(rows['whole'])
+    ours = [sum(t) for t in zip(*(rows['whole'][c]['all_seconds'] for c in clips))]
+    theirs = [sum(t) for t in zip(*(rows[BASICSR][c]['all_seconds'] for c in clips))]
+    ratios = [b / a for a, b in zip(ours, theirs)]
+    median = statistics.median(ratios)
+    print(f'\nOur whole pass against BasicSR\'s BasicVSR, round by round ({", ".join(clips)} summed): '
+          + ', '.join(f'{b:.1f} / {a:.1f} s = {r:.3f}x' for a, b, r in zip(ours, theirs, ratios))
+          + f'; median {median:.3f}x, range {min(ratios):.3f}-{max(ratios):.3f}x')
+    return {'ours_seconds': ours, 'basicsr_seconds': theirs, 'ratios': ratios, 'median': median}
 
 
 def print_memory(rows: dict, lengths, size) -> None:
