@@ -102,7 +102,8 @@ def _check(opt: Mapping) -> None:
         _check_dataset(ds, f'datasets.{phase}')
     if opt['model_type'] != 'LRTIModel':
         return
-    train = _section(opt, 'train', TRAIN_KEYS, counts=('total_iter',), bools=('use_amp', 'skip_nonfinite', 'exact_resume'))
+    train = _section(opt, 'train', TRAIN_KEYS, counts=('total_iter',),
+                     bools=('use_amp', 'skip_nonfinite', 'exact_resume'))
     if train:
         _check_train(train)
     val = _section(opt, 'val', VAL_KEYS, counts=('val_freq', 'stream_chunk'),
