@@ -268,15 +268,23 @@ class RecurrentVSR(nn.Module):
             check_boundary_states(init_states, list(branches), self.order, lqs, self.state_shape(lqs))
         flows_forward, flows_backward, kb, ka = self._flows(lqs, init_states, branches)
         feats: Dict[str, List[Tensor]] = {}
+        srs: List[Optional[Tensor]] = [None] * outputs
+        device = lqs.device
+
+        def reconstruct(i: int, name: str, out: Tensor) -> None:
+            # Right after the last branch's step at frame i, while its output is still in cache (as BasicSR does).
+            if i < outputs:
+                branch_feats = {k: v[i].to(device) for k, v in feats.items()}
+                branch_feats[name] = out
+                srs[i] = store(self.reconstruct(lqs[:, i], frames[i].to(device), branch_feats), host)
+
         for name in branches:
             walk = branch_walk(name, t, init_states, kb, ka, flows_forward, flows_backward)
-            feats[name] = self._walk(name, walk, frames, feats, host, lqs.device)
+            last = outputs and name == self.branches[-1]
+            feats[name] = self._walk(name, walk, frames, feats, host, device, reconstruct if last else None)
         if not outputs:
             return feats, None
-        out = torch.stack([store(self.reconstruct(lqs[:, i], frames[i].to(lqs.device),
-                                                   {k: v[i].to(lqs.device) for k, v in feats.items()}), host)
-                           for i in range(outputs)], dim=1)  # (B, outputs, 3, sH, sW)
-        return feats, out
+        return feats, torch.stack(srs, dim=1)  # (B, outputs, 3, sH, sW)
 
     def _flows(self, lqs: Tensor, init: Optional[BoundaryStates], branches: Sequence[str]):
         """Pair flows over the clip extended by its outside frames, only in the directions ``branches`` walk
@@ -307,8 +315,9 @@ class RecurrentVSR(nn.Module):
         return pair_flows(self.spynet, frames, backward=False)
 
     def _walk(self, name: str, walk: BranchWalk, frames: List[Tensor], feats: Dict[str, List[Tensor]], host: bool,
-              device: torch.device) -> List[Tensor]:
-        """Run branch ``name`` along ``walk``; returns its T outputs in time order."""
+              device: torch.device, after_step=None) -> List[Tensor]:
+        """Run branch ``name`` along ``walk``; returns its T outputs in time order. ``after_step(i, name, out)``,
+        if given, runs after the step at each frame i."""
         outs: Dict[int, Tensor] = dict(enumerate(walk.history))  # position -> (B, C, h, w)
         result: List[Tensor] = [None] * len(walk.frames)
         batch = frames[0].size(0)
@@ -318,6 +327,8 @@ class RecurrentVSR(nn.Module):
             outs[p] = out
             outs.pop(p - self.order, None)  # only the last K outputs are looked at
             result[i] = store(out, host)
+            if after_step is not None:
+                after_step(i, name, out)
         return result
 
 
