@@ -110,11 +110,7 @@ def upscale(net, source, mode: str, chunk: int, lookahead: int, device, amp: str
     pad_h, pad_w = max(0, minimum - height), max(0, minimum - width)
 
     def read(start, stop):
-        frames = torch.from_numpy(source.read(start, stop)).to(device)  # (n, H, W, 3) uint8
-        frames = frames.permute(0, 3, 1, 2).float().div_(255.0)  # (n, 3, H, W)
-        if pad_h or pad_w:
-            frames = torch.nn.functional.pad(frames, (0, pad_w, 0, pad_h), mode='replicate')
-        return frames.unsqueeze(0)  # (1, n, 3, H', W')
+        return _to_input(source.read(start, stop), device, pad_h, pad_w)
 
     def crop(sr):
         scale = sr.size(-1) // (width + pad_w)
@@ -247,12 +243,22 @@ def _output_size(net, source, device):
     height, width = source.size
     minimum = getattr(net, 'min_input_size', 1)
     ph, pw = min(height, 64), min(width, 64)
-    frame = torch.from_numpy(source.read(0, 1)[:, :ph, :pw]).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    frame = torch.nn.functional.pad(frame, (0, max(pw, minimum) - pw, 0, max(ph, minimum) - ph), mode='replicate')
+    frame = _to_input(source.read(0, 1)[:, :ph, :pw], device, max(0, minimum - ph), max(0, minimum - pw))
     with torch.no_grad():
-        out = net(frame.unsqueeze(0))
+        out = net(frame)
     scale = out.size(-1) // frame.size(-1)
     return height * scale, width * scale
+
+
+def _to_input(frames, device, pad_h: int = 0, pad_w: int = 0):
+    """(n, H, W, 3) uint8 frames -> the network's (1, n, 3, H + pad_h, W + pad_w) float input in [0, 1], the
+    bottom and right edges repeated by ``pad_h``/``pad_w`` pixels (what ``--pad`` does to small frames)."""
+    import torch
+
+    frames = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float().div_(255.0)  # (n, 3, H, W)
+    if pad_h or pad_w:
+        frames = torch.nn.functional.pad(frames, (0, pad_w, 0, pad_h), mode='replicate')
+    return frames.unsqueeze(0)
 
 
 def _device(name: str):
