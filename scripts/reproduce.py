@@ -42,6 +42,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -166,6 +167,18 @@ class State:
         os.replace(tmp, self.path)
 
 
+def machine_name() -> str:
+    """The CPU model and core count of this machine, recorded with each training segment: wall times and costs
+    compare only between runs on the same machine (a campaign continued across sessions may change machines)."""
+    model = ''
+    try:
+        with open('/proc/cpuinfo') as f:
+            model = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), '')
+    except OSError:
+        pass
+    return f'{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores'
+
+
 def experiment_dir(run_dir: str, name: str) -> str:
     return os.path.join(run_dir, 'experiments', name)
 
@@ -203,7 +216,7 @@ def train_run(run_dir: str, opt: dict, record: dict, state: State, threads) -> N
             raise
     code = os.waitstatus_to_exitcode(status)
     record['segments'].append({'start_iter': start_iter, 'end_iter': latest_iter(exp), 'wall_s': time.time() - t0,
-                               'peak_rss_mib': usage.ru_maxrss / 1024.0, 'exit': code,
+                               'peak_rss_mib': usage.ru_maxrss / 1024.0, 'exit': code, 'machine': machine_name(),
                                'ended': datetime.now().isoformat(timespec='seconds')})
     state.save()
     if code != 0:
@@ -263,6 +276,13 @@ def _stats(values: list) -> dict:
     return {'mean': mean, 'std': std, 'min': min(values), 'max': max(values), 'n': n, 'values': values}
 
 
+def run_machine(segments: list):
+    """The machine all of a run's training segments ran on; ``'mixed'`` when they differ; None when none was
+    recorded (segments written before machines were recorded: such runs are taken to share one machine)."""
+    names = {s.get('machine') for s in segments} - {None}
+    return None if not names else names.pop() if len(names) == 1 else 'mixed'
+
+
 def build_report(camp: dict, out: str, state: State, runs: dict, reference: dict) -> dict:
     """Collect every finished run into ``report.json`` / ``report.md`` and the plots."""
     arms = {}
@@ -279,11 +299,18 @@ def build_report(camp: dict, out: str, state: State, runs: dict, reference: dict
             'train_wall_s': train_s, 'iters': iters, 'segments': len(segs),
             'sec_per_supervised_frame': train_s / (iters * info['frames_per_iter']) if iters else None,
             'peak_rss_mib': max((s['peak_rss_mib'] for s in segs), default=None),
+            'machine': run_machine(segs),
             'validation': info.get('validation', []),
         }
         entry['frames_per_iter'] = info['frames_per_iter']
+    baseline = next((arms[a] for a in camp['arms'] if a in arms), None)  # the campaign's first arm
     for entry in arms.values():
         seeds = entry['seeds'].values()
+        ratios = [s['sec_per_supervised_frame'] / b['sec_per_supervised_frame']
+                  for k, s in entry['seeds'].items() for b in [baseline['seeds'].get(k)]
+                  if b and s['sec_per_supervised_frame'] and b['sec_per_supervised_frame']
+                  and s['machine'] == b['machine'] != 'mixed']
+        entry['relative_cost'] = _stats(ratios) if ratios else None  # x the first arm, same seed, same machine
         entry['summary'] = {}
         for test in camp.get('test') or {}:
             done = [s['eval'][test] for s in seeds if test in s['eval']]

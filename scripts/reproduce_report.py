@@ -7,24 +7,39 @@ def write_markdown(camp: dict, out: str, report: dict) -> str:
              'finished (their count in brackets; no spread with one); per-seed values last. Seconds per supervised '
              'frame and wall times include validation and are comparable only between runs that had the machine '
              'to themselves.', '']
+    arms = report['arms']
+    base = next((arms[a]['label'] for a in camp['arms'] if a in arms), '')
+    machines = {}
+    for arm, entry in arms.items():
+        for seed, run in entry['seeds'].items():
+            machines.setdefault(run.get('machine') or 'not recorded', []).append(f'{arm}_s{seed}')
+    if len(machines) > 1:
+        lines += [f'The runs did not all train on one machine, so the seconds per supervised frame mix machines; the '
+                  f'cost column "× {base}" divides each run by {base} of the same seed on the same machine (runs '
+                  'with no recorded machine are taken to share one) and averages over seeds:', '']
+        lines += [f'- {name}: {", ".join(sorted(runs))}' for name, runs in sorted(machines.items())] + ['']
     for test in camp.get('test') or {}:
         lines += [f'## {test}', '', '| arm | Y-PSNR | Y-SSIM | RGB PSNR | Δ Y-PSNR vs reference | s / supervised frame '
-                  '| peak RSS (MiB) | per seed (Y-PSNR) |', '|---|---|---|---|---|---|---|---|']
+                  f'| cost × {base} | peak RSS (MiB) | per seed (Y-PSNR) |', '|---|---|---|---|---|---|---|---|---|']
         ref = (report['reference'] or {}).get(test)
         if ref:
             m = ref['mean_of_clips']
             lines.append(f'| reference (untouched weights) | {m["psnr_y"]:.4f} | {m["ssim_y"]:.4f} | {m["psnr"]:.4f} '
-                         '| 0 | | | |')
-        for entry in report['arms'].values():
+                         '| 0 | | | | |')
+        for entry in arms.values():
             s = entry['summary'].get(test)
             if not s:
-                lines.append(f'| {entry["label"]} | (not scored yet) | | | | | | |')
+                lines.append(f'| {entry["label"]} | (not scored yet) | | | | | | | |')
                 continue
             delta = f'{s["psnr_y"]["mean"] - ref["mean_of_clips"]["psnr_y"]:+.4f}' if ref else ''
             cost = entry['summary']['sec_per_supervised_frame']
             per_seed = ', '.join(f's{k}: {v["eval"][test]["psnr_y"]:.4f}' for k, v in entry['seeds'].items()
                                  if test in v['eval'])
-            cost_cells = f'{cost["mean"]:.3f} | {entry["summary"]["peak_rss_mib"]:.0f}' if cost else ' | '
+            rel = entry.get('relative_cost')
+            rel_cell = (f'{rel["mean"]:.2f}' + (f' ± {rel["std"]:.2f} ({rel["n"]})' if rel['n'] > 1 else ' (1)')
+                        if rel else '')
+            cost_cells = (f'{cost["mean"]:.3f} | {rel_cell} | {entry["summary"]["peak_rss_mib"]:.0f}' if cost
+                          else ' | | ')
             spread = f' ± {s["psnr_y"]["std"]:.4f}' if s['psnr_y']['n'] > 1 else ''
             lines.append(f'| {entry["label"]} | {s["psnr_y"]["mean"]:.4f}{spread} '
                          f'({s["psnr_y"]["n"]}) | {s["ssim_y"]["mean"]:.4f} | {s["psnr"]["mean"]:.4f} | {delta} | '

@@ -120,3 +120,43 @@ def test_bad_campaign_files_are_one_line_errors(tiny_data, tmp_path, capsys, edi
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('reproduce: error:'), lines
     assert re.search(match, lines[0]), lines[0]
+
+
+def test_report_compares_costs_only_on_one_machine(tmp_path, monkeypatch):
+    """The cost ratio to the first arm pairs runs of one seed on one machine; runs from other machines are left
+    out of it and the report names the machines."""
+    monkeypatch.setattr(reproduce, 'plot_validation', lambda *a: None)
+    monkeypatch.setattr(reproduce, 'plot_per_frame', lambda *a: None)
+    camp = {'name': 'c', 'seeds': [0, 1, 2], 'test': {'t': {}},
+            'arms': {'plain': {'label': 'plain'}, 'lrti': {'label': 'LRTI'}}}
+    walls = {('plain', 0): (100, 'A'), ('lrti', 0): (200, 'A'),  # one machine: lrti costs 2x
+             ('plain', 1): (300, 'B'), ('lrti', 1): (200, 'A'),  # two machines: no ratio
+             ('plain', 2): (40, None), ('lrti', 2): (100, None)}  # none recorded (older runs): 2.5x
+    state = reproduce.State(str(tmp_path / 'campaign.json'))
+    runs = {}
+    for (arm, seed), (wall, machine) in walls.items():
+        seg = {'start_iter': 0, 'end_iter': 10, 'wall_s': wall, 'peak_rss_mib': 100.0, 'exit': 0}
+        if machine:
+            seg['machine'] = machine
+        state.run(f'{arm}_s{seed}')['segments'].append(seg)
+        mean = {'psnr_y': 30.0 + seed, 'ssim_y': 0.9, 'psnr': 29.0}
+        runs[(arm, seed)] = {'train_wall_s': wall, 'total_iter': 10, 'finished': True, 'frames_per_iter': 4,
+                             'eval': {'t': {'mean_of_clips': mean, 'clips': {'x': {'mean': mean}}}}, 'validation': []}
+    report = reproduce.build_report(camp, str(tmp_path), state, runs, {})
+    rel = report['arms']['lrti']['relative_cost']
+    assert rel['n'] == 2 and rel['mean'] == pytest.approx(2.25), rel
+    assert report['arms']['plain']['relative_cost']['mean'] == pytest.approx(1.0)
+    assert report['arms']['lrti']['seeds'][1]['machine'] == 'A'
+    md = (tmp_path / 'report.md').read_text()
+    assert '- A: lrti_s0, lrti_s1, plain_s0' in md and '- B: plain_s1' in md and '- not recorded: ' in md
+    assert re.search(r'\| LRTI \|.*\| 2\.25 ± 0\.35 \(2\) \|', md), md
+    state.run('lrti_s0')['segments'].append({'start_iter': 10, 'end_iter': 10, 'wall_s': 1, 'peak_rss_mib': 1,
+                                             'exit': 0, 'machine': 'B'})  # a run resumed on another machine
+    report = reproduce.build_report(camp, str(tmp_path), state, runs, {})
+    assert report['arms']['lrti']['seeds'][0]['machine'] == 'mixed'
+    assert report['arms']['lrti']['relative_cost']['n'] == 1
+
+
+def test_machine_name_names_cpu_and_cores():
+    name = reproduce.machine_name()
+    assert name.endswith(f', {os.cpu_count()} cores') and len(name) > len(f', {os.cpu_count()} cores')
