@@ -12,7 +12,8 @@ def write_markdown(camp: dict, out: str, report: dict) -> str:
     machines = {}
     for arm, entry in arms.items():
         for seed, run in entry['seeds'].items():
-            machines.setdefault(run.get('machine') or 'not recorded', []).append(f'{arm}_s{seed}')
+            if run['segments']:  # runs not started yet have none
+                machines.setdefault(run.get('machine') or 'not recorded', []).append(f'{arm}_s{seed}')
     if len(machines) > 1:
         lines += [f'The runs did not all train on one machine, so the seconds per supervised frame mix machines; the '
                   f'cost column "× {base}" divides each run by {base} of the same seed on the same machine (runs '

@@ -142,13 +142,15 @@ def test_report_compares_costs_only_on_one_machine(tmp_path, monkeypatch):
         mean = {'psnr_y': 30.0 + seed, 'ssim_y': 0.9, 'psnr': 29.0}
         runs[(arm, seed)] = {'train_wall_s': wall, 'total_iter': 10, 'finished': True, 'frames_per_iter': 4,
                              'eval': {'t': {'mean_of_clips': mean, 'clips': {'x': {'mean': mean}}}}, 'validation': []}
+    runs[('plain', 5)] = {'total_iter': 10, 'frames_per_iter': 4}  # not started: no segment, no scores
     report = reproduce.build_report(camp, str(tmp_path), state, runs, {})
     rel = report['arms']['lrti']['relative_cost']
     assert rel['n'] == 2 and rel['mean'] == pytest.approx(2.25), rel
     assert report['arms']['plain']['relative_cost']['mean'] == pytest.approx(1.0)
     assert report['arms']['lrti']['seeds'][1]['machine'] == 'A'
     md = (tmp_path / 'report.md').read_text()
-    assert '- A: lrti_s0, lrti_s1, plain_s0' in md and '- B: plain_s1' in md and '- not recorded: ' in md
+    assert '- A: lrti_s0, lrti_s1, plain_s0' in md and '- B: plain_s1' in md
+    assert '- not recorded: lrti_s2, plain_s2\n' in md, md
     assert re.search(r'\| LRTI \|.*\| 2\.25 ± 0\.35 \(2\) \|', md), md
     state.run('lrti_s0')['segments'].append({'start_iter': 10, 'end_iter': 10, 'wall_s': 1, 'peak_rss_mib': 1,
                                              'exit': 0, 'machine': 'B'})  # a run resumed on another machine
