@@ -168,15 +168,19 @@ class State:
 
 
 def machine_name() -> str:
-    """The CPU model and core count of this machine, recorded with each training segment: wall times and costs
-    compare only between runs on the same machine (a campaign continued across sessions may change machines)."""
-    model = ''
-    try:
-        with open('/proc/cpuinfo') as f:
-            model = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), '')
-    except OSError:
-        pass
-    return f'{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores'
+    """The CPU model, core count and boot of this machine, recorded with each training segment: wall times and
+    costs compare only between runs on the same machine (a campaign continued across sessions may change machines,
+    and virtual machines of different speed can report the same CPU model, so the boot id tells them apart)."""
+    def first_line(path, prefix=''):
+        try:
+            with open(path) as f:
+                return next((line.split(':', 1)[-1].strip() for line in f if line.startswith(prefix)), '')
+        except OSError:
+            return ''
+
+    model = first_line('/proc/cpuinfo', 'model name') or platform.processor() or platform.machine()
+    boot = first_line('/proc/sys/kernel/random/boot_id')[:8]
+    return f'{model}, {os.cpu_count()} cores' + (f', boot {boot}' if boot else '')
 
 
 def experiment_dir(run_dir: str, name: str) -> str:

@@ -159,6 +159,10 @@ def test_report_compares_costs_only_on_one_machine(tmp_path, monkeypatch):
     assert report['arms']['lrti']['relative_cost']['n'] == 1
 
 
-def test_machine_name_names_cpu_and_cores():
+def test_machine_name_names_cpu_cores_and_boot():
     name = reproduce.machine_name()
-    assert name.endswith(f', {os.cpu_count()} cores') and len(name) > len(f', {os.cpu_count()} cores')
+    model, cores = name.split(', ')[:2]
+    assert model and cores == f'{os.cpu_count()} cores', name
+    if os.path.isfile('/proc/sys/kernel/random/boot_id'):
+        boot = open('/proc/sys/kernel/random/boot_id').read()[:8]
+        assert name.endswith(f', boot {boot}'), name
