@@ -307,7 +307,8 @@ def build_report(camp: dict, out: str, state: State, runs: dict, reference: dict
             'validation': info.get('validation', []),
         }
         entry['frames_per_iter'] = info['frames_per_iter']
-    baseline = next((arms[a] for a in camp['arms'] if a in arms), None)  # the campaign's first arm
+    base_arm = next((a for a in camp['arms'] if a in arms), None)  # relative costs are against the first arm
+    baseline = arms.get(base_arm)
     for entry in arms.values():
         seeds = entry['seeds'].values()
         ratios = [s['sec_per_supervised_frame'] / b['sec_per_supervised_frame']
@@ -324,7 +325,8 @@ def build_report(camp: dict, out: str, state: State, runs: dict, reference: dict
         entry['summary']['sec_per_supervised_frame'] = _stats(costs) if costs else None
         peaks = [s['peak_rss_mib'] for s in seeds if s['peak_rss_mib']]
         entry['summary']['peak_rss_mib'] = max(peaks) if peaks else None
-    report = {'campaign': camp['name'], 'seeds': camp['seeds'], 'reference': reference, 'arms': arms,
+    report = {'campaign': camp['name'], 'seeds': camp['seeds'], 'reference': reference, 'cost_baseline': base_arm,
+              'arms': arms,
               'written': datetime.now().isoformat(timespec='seconds')}
     with open(os.path.join(out, 'report.json'), 'w') as f:
         json.dump(report, f, indent=1)

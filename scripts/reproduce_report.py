@@ -8,7 +8,7 @@ def write_markdown(camp: dict, out: str, report: dict) -> str:
              'frame and wall times include validation and are comparable only between runs that had the machine '
              'to themselves.', '']
     arms = report['arms']
-    base = next((arms[a]['label'] for a in camp['arms'] if a in arms), '')
+    base = arms[report['cost_baseline']]['label'] if report.get('cost_baseline') else ''
     machines = {}
     for arm, entry in arms.items():
         for seed, run in entry['seeds'].items():
