@@ -17,6 +17,7 @@ plus ``set`` (dotted keys -> values) and ``drop`` (dotted keys removed)::
     arms:
       lrti: {}
       lrti_zeros: {set: {train.lrti.init: zeros}}
+    compare: [[lrti, lrti_zeros]]   # optional: A - B paired by seed (default: every arm against the first)
 
 Paths are relative to the current directory (run it from the repository root). Everything goes under
 ``--out`` (default ``results/reproduce/<name>``):
@@ -29,8 +30,9 @@ Paths are relative to the current directory (run it from the repository root). E
   every test set, each clip in one whole-sequence pass: Y and RGB PSNR/SSIM per frame (crop border 0,
   output rounded to uint8 as BasicSR's ``tensor2img``);
 * ``report.json``, ``report.md`` (mean, spread and per-seed values per arm; cost per supervised frame; peak
-  memory), ``val_curves.png`` (validation PSNR against iterations and training wall time, mean over seeds,
-  band = min..max), ``per_frame_<set>.png`` (PSNR per frame index of each test clip).
+  memory; the ``compare`` pairs as paired differences by seed, with t, p and the (clip, seed) pairs ahead),
+  ``val_curves.png`` (validation PSNR against iterations and training wall time, mean over seeds, band =
+  min..max), ``per_frame_<set>.png`` (PSNR per frame index of each test clip).
 
 Resumable: a run whose ``net_g_latest.pth`` exists is trained; one whose ``eval_<set>.json`` exists is
 scored (and counts as trained: a campaign folder kept without its weights, e.g. copied from ``docs/results``,
@@ -58,7 +60,7 @@ import yaml  # noqa: E402
 from reproduce_eval import CampaignError, eval_run  # noqa: E402
 from reproduce_report import plot_per_frame, plot_validation, write_markdown  # noqa: E402
 
-CAMPAIGN_KEYS = ('name', 'base', 'seeds', 'arms', 'test', 'reference', 'description')
+CAMPAIGN_KEYS = ('name', 'base', 'seeds', 'arms', 'test', 'reference', 'description', 'compare')
 ARM_KEYS = ('set', 'drop', 'label')
 
 
@@ -86,6 +88,16 @@ def load_campaign(path: str) -> dict:
     for name, spec in (camp.get('test') or {}).items():
         if not isinstance(spec, dict) or set(spec) - {'lq', 'gt', 'max_frames'} or 'gt' not in spec:
             raise CampaignError(f'{path}: test.{name}: expected {{gt: folder[, lq: folder][, max_frames: n]}}')
+    compare = camp.get('compare')
+    if compare is None:  # default: every arm against the first
+        first, *rest = camp['arms']
+        camp['compare'] = [[arm, first] for arm in rest]
+    elif not isinstance(compare, list) or not all(isinstance(c, list) and len(c) == 2 for c in compare):
+        raise CampaignError(f'{path}: compare: expected a list of [arm, arm] pairs, got {compare!r}')
+    for pair in camp['compare']:
+        for arm in pair:
+            if arm not in camp['arms']:
+                raise CampaignError(f'{path}: compare: no arm {arm!r} (arms: {", ".join(camp["arms"])})')
     return camp
 
 
@@ -280,6 +292,33 @@ def _stats(values: list) -> dict:
     return {'mean': mean, 'std': std, 'min': min(values), 'max': max(values), 'n': n, 'values': values}
 
 
+def paired_comparison(arms: dict, a: str, b: str, test: str, metric: str = 'psnr_y'):
+    """Arm ``a`` minus arm ``b`` on ``test``, paired by seed (only seeds both arms finished).
+
+    Returns the per-seed differences of the mean over clips, their mean and sample std, the paired t
+    statistic and its two-sided p value (Student t, n - 1 degrees of freedom; None below two seeds or with no
+    spread), and how many (clip, seed) pairs have ``a`` ahead; None when no seed is shared.
+    """
+    if a not in arms or b not in arms:
+        return None
+    sa, sb = arms[a]['seeds'], arms[b]['seeds']
+    seeds = sorted(k for k in sa if k in sb and test in sa[k]['eval'] and test in sb[k]['eval'])
+    if not seeds:
+        return None
+    diffs = [sa[k]['eval'][test][metric] - sb[k]['eval'][test][metric] for k in seeds]
+    clips = [(sa[k]['per_clip'][test][c][metric], sb[k]['per_clip'][test][c][metric])
+             for k in seeds for c in sa[k]['per_clip'][test] if c in sb[k]['per_clip'][test]]
+    st = _stats(diffs)
+    t = p = None
+    if st['n'] > 1 and st['std'] > 0:
+        from scipy.stats import t as student
+
+        t = st['mean'] / (st['std'] / math.sqrt(st['n']))
+        p = float(2 * student.sf(abs(t), st['n'] - 1))
+    return {'a': a, 'b': b, 'test': test, 'metric': metric, 'seeds': seeds, 'diffs': diffs, 'mean': st['mean'],
+            'std': st['std'], 't': t, 'p': p, 'clips_ahead': sum(x > y for x, y in clips), 'clips': len(clips)}
+
+
 def run_machine(segments: list):
     """The machine all of a run's training segments ran on; ``'mixed'`` when they differ; None when none was
     recorded (segments written before machines were recorded: such runs are taken to share one machine)."""
@@ -325,8 +364,10 @@ def build_report(camp: dict, out: str, state: State, runs: dict, reference: dict
         entry['summary']['sec_per_supervised_frame'] = _stats(costs) if costs else None
         peaks = [s['peak_rss_mib'] for s in seeds if s['peak_rss_mib']]
         entry['summary']['peak_rss_mib'] = max(peaks) if peaks else None
+    comparisons = [c for test in camp.get('test') or {} for a, b in camp.get('compare') or []
+                   if (c := paired_comparison(arms, a, b, test))]
     report = {'campaign': camp['name'], 'seeds': camp['seeds'], 'reference': reference, 'cost_baseline': base_arm,
-              'arms': arms,
+              'arms': arms, 'comparisons': comparisons,
               'written': datetime.now().isoformat(timespec='seconds')}
     with open(os.path.join(out, 'report.json'), 'w') as f:
         json.dump(report, f, indent=1)

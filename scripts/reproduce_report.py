@@ -39,13 +39,28 @@ def write_markdown(camp: dict, out: str, report: dict) -> str:
             rel = entry.get('relative_cost')
             rel_cell = (f'{rel["mean"]:.2f}' + (f' ± {rel["std"]:.2f} ({rel["n"]})' if rel['n'] > 1 else ' (1)')
                         if rel else '')
-            cost_cells = (f'{cost["mean"]:.3f} | {rel_cell} | {entry["summary"]["peak_rss_mib"]:.0f}' if cost
+            peak = entry['summary']['peak_rss_mib']
+            cost_cells = (f'{cost["mean"]:.3f} | {rel_cell} | {"" if peak is None else f"{peak:.0f}"}' if cost
                           else ' | | ')
             spread = f' ± {s["psnr_y"]["std"]:.4f}' if s['psnr_y']['n'] > 1 else ''
             lines.append(f'| {entry["label"]} | {s["psnr_y"]["mean"]:.4f}{spread} '
                          f'({s["psnr_y"]["n"]}) | {s["ssim_y"]["mean"]:.4f} | {s["psnr"]["mean"]:.4f} | {delta} | '
                          f'{cost_cells} | {per_seed} |')
         lines.append('')
+        pairs = [c for c in report.get('comparisons', []) if c['test'] == test]
+        if pairs:
+            lines += [f'Paired by seed ({test}, Y-PSNR of the mean over clips; t and two-sided p of the paired '
+                      'differences, Student t with seeds - 1 degrees of freedom):', '',
+                      '| A − B | per seed | mean ± std | t | p | (clip, seed) pairs with A ahead |',
+                      '|---|---|---|---|---|---|']
+            for c in pairs:
+                per_seed = ', '.join(f's{k}: {d:+.4f}' for k, d in zip(c['seeds'], c['diffs']))
+                spread = f' ± {c["std"]:.4f}' if len(c['seeds']) > 1 else ''
+                t = f'{c["t"]:.2f} ({len(c["seeds"]) - 1})' if c['t'] is not None else ''
+                p = f'{c["p"]:.3f}' if c['p'] is not None else ''
+                lines.append(f'| {arms[c["a"]]["label"]} − {arms[c["b"]]["label"]} | {per_seed} | '
+                             f'{c["mean"]:+.4f}{spread} | {t} | {p} | {c["clips_ahead"]} of {c["clips"]} |')
+            lines.append('')
     path = os.path.join(out, 'report.md')
     with open(path, 'w') as f:
         f.write('\n'.join(lines))

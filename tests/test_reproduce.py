@@ -1,5 +1,6 @@
 """scripts/reproduce.py end to end: a tiny 2-arm campaign killed mid-run resumes where it stopped."""
 import json
+import math
 import os
 import re
 import signal
@@ -166,3 +167,49 @@ def test_machine_name_names_cpu_cores_and_boot():
     if os.path.isfile('/proc/sys/kernel/random/boot_id'):
         boot = open('/proc/sys/kernel/random/boot_id').read()[:8]
         assert name.endswith(f', boot {boot}'), name
+
+
+def test_report_pairs_arms_by_seed(tmp_path, monkeypatch):
+    """``compare`` pairs: A - B per shared seed, mean, sample std, paired t with its two-sided p, and the
+    (clip, seed) pairs with A ahead; a seed only one arm finished is left out."""
+    monkeypatch.setattr(reproduce, 'plot_validation', lambda *a: None)
+    monkeypatch.setattr(reproduce, 'plot_per_frame', lambda *a: None)
+    camp = {'name': 'c', 'seeds': [0, 1, 2, 3], 'test': {'t': {}}, 'compare': [['lrti', 'plain']],
+            'arms': {'plain': {'label': 'plain'}, 'lrti': {'label': 'LRTI'}}}
+    clips = {  # (arm, seed): per-clip Y-PSNR of clips x and y
+        ('plain', 0): (30.0, 20.0), ('lrti', 0): (30.5, 20.1),   # +0.3 mean, both clips ahead
+        ('plain', 1): (31.0, 21.0), ('lrti', 1): (30.8, 21.4),   # +0.1, one ahead
+        ('plain', 2): (32.0, 22.0), ('lrti', 2): (32.2, 22.2),   # +0.2, both ahead
+        ('lrti', 3): (40.0, 40.0)}                               # plain has no seed 3: not paired
+    state = reproduce.State(str(tmp_path / 'campaign.json'))
+    runs = {}
+    for (arm, seed), (x, y) in clips.items():
+        state.run(f'{arm}_s{seed}')
+        per = {c: {'mean': {'psnr_y': v, 'ssim_y': 0.9, 'psnr': v}} for c, v in (('x', x), ('y', y))}
+        mean = {'psnr_y': (x + y) / 2, 'ssim_y': 0.9, 'psnr': (x + y) / 2}
+        runs[(arm, seed)] = {'train_wall_s': 10, 'total_iter': 10, 'finished': True, 'frames_per_iter': 4,
+                             'eval': {'t': {'mean_of_clips': mean, 'clips': per}}, 'validation': []}
+    report = reproduce.build_report(camp, str(tmp_path), state, runs, {})
+    (c,) = report['comparisons']
+    assert c['seeds'] == [0, 1, 2] and c['diffs'] == pytest.approx([0.3, 0.1, 0.2])
+    assert c['mean'] == pytest.approx(0.2) and c['std'] == pytest.approx(0.1)
+    t = 0.2 / (0.1 / math.sqrt(3))
+    assert c['t'] == pytest.approx(t)
+    assert c['p'] == pytest.approx(1 - t / math.sqrt(t * t + 2))  # Student t, 2 df, two-sided, closed form
+    assert (c['clips_ahead'], c['clips']) == (5, 6)
+    md = (tmp_path / 'report.md').read_text()
+    assert re.search(r'\| LRTI − plain \| s0: \+0\.3000, s1: \+0\.1000, s2: \+0\.2000 \| \+0\.2000 ± 0\.1000 '
+                     r'\| 3\.46 \(2\) \| 0\.074 \| 5 of 6 \|', md), md
+
+
+def test_campaign_compares_every_arm_with_the_first_by_default(tiny_data, tmp_path):
+    good = _campaign(tiny_data, tmp_path)
+    camp = reproduce.load_campaign(str(good))
+    first, *rest = camp['arms']
+    assert rest and camp['compare'] == [[arm, first] for arm in rest]
+    bad = yaml.safe_load(good.read_text())
+    bad['compare'] = [[first, 'nope']]
+    path = tmp_path / 'bad.yml'
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(reproduce.CampaignError, match="compare: no arm 'nope'"):
+        reproduce.load_campaign(str(path))
