@@ -3,6 +3,7 @@
     python scripts/reproduce.py options/reproduce/scale1_basicvsr.yml            # run / continue
     python scripts/reproduce.py options/reproduce/scale1_basicvsr.yml --report   # tables and plots only
     python scripts/reproduce.py CAMPAIGN.yml --seeds 0 --arms lrti plain_short --iters 20   # a subset
+    python scripts/reproduce.py CAMPAIGN.yml --report --export docs/results/NAME   # publish (no weights)
 
 A campaign file names a base options file, the seeds, the test sets and the arms; each arm is the base
 plus ``set`` (dotted keys -> values) and ``drop`` (dotted keys removed)::
@@ -378,6 +379,38 @@ def build_report(camp: dict, out: str, state: State, runs: dict, reference: dict
     return report
 
 
+def export_campaign(out: str, dest: str, tests) -> list:
+    """Copy what a campaign's results need to be read and continued, without weights or training states.
+
+    ``dest`` gets the report (``report.md``, ``report.json``, the plots); ``dest/runs`` gets ``campaign.json``
+    and, of every run scored on every test set (and the reference), its scores, options and logs: the runner
+    counts such a folder's runs as done when it is copied back under ``--out``. Unfinished runs are left out.
+    Returns the copied paths, relative to ``dest``.
+    """
+    import shutil
+
+    copied = []
+
+    def put(src, rel):
+        os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+        shutil.copy2(src, os.path.join(dest, rel))
+        copied.append(rel)
+
+    for name in sorted(os.listdir(out)):
+        src = os.path.join(out, name)
+        if os.path.isfile(src) and (name in ('report.md', 'report.json') or name.endswith('.png')):
+            put(src, name)
+        elif name == 'campaign.json':
+            put(src, os.path.join('runs', name))
+        elif os.path.isdir(src) and tests and all(os.path.isfile(os.path.join(src, f'eval_{t}.json')) for t in tests):
+            for root, dirs, files in os.walk(src):
+                dirs[:] = [d for d in dirs if d not in ('models', 'training_states', 'visualization', 'tb_logger')]
+                for f in files:
+                    if f.endswith(('.json', '.log', '.yml')):
+                        put(os.path.join(root, f), os.path.normpath(os.path.join('runs', name, os.path.relpath(root, src), f)))
+    return copied
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -389,6 +422,8 @@ def main(argv=None) -> int:
     parser.add_argument('--threads', type=int, help='OMP_NUM_THREADS of the runs (default: inherited)')
     parser.add_argument('--no-eval', action='store_true', help='train only')
     parser.add_argument('--report', action='store_true', help='only rebuild the report from what is finished')
+    parser.add_argument('--export', metavar='DIR', help='then copy the report and the finished runs\' small files '
+                        '(scores, options, logs; no weights) to DIR, e.g. docs/results/<campaign>')
     args = parser.parse_args(argv)
     try:
         return run_campaign(args)
@@ -455,6 +490,9 @@ def run_campaign(args) -> int:
     print(open(os.path.join(out, 'report.md')).read())
     print(f'[reproduce] report: {out}/report.md, report.json, val_curves.png' + ''.join(
         f', per_frame_{t}.png' for t in tests))
+    if args.export:
+        copied = export_campaign(out, os.path.abspath(args.export), list(tests))
+        print(f'[reproduce] exported {len(copied)} files to {args.export}')
     return 0 if report else 1
 
 

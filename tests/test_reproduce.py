@@ -3,6 +3,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,6 +104,23 @@ def test_campaign_killed_mid_run_resumes_and_reports(tiny_data, tmp_path):
     assert '| LRTI |' in md and '| plain |' in md
     for png in ('val_curves.png', 'per_frame_tiny.png', 'per_frame_tiny_made_lr.png'):
         assert cv2.imread(str(out / png)) is not None, png
+
+    # --export: the report and the finished runs' small files, no weights, no unfinished run ...
+    (out / 'ghost_s3').mkdir()
+    (out / 'ghost_s3' / 'train.yml').write_text('name: ghost_s3\n')
+    docs = tmp_path / 'docs'
+    assert reproduce.main([str(camp), '--out', str(out), '--report', '--export', str(docs)]) == 0
+    exported = {p.relative_to(docs).as_posix() for p in docs.rglob('*') if p.is_file()}
+    assert {'report.md', 'report.json', 'val_curves.png', 'runs/campaign.json', 'runs/lrti_s3/eval_tiny.json',
+            'runs/lrti_s3/runner.log', 'runs/lrti_s3/train.yml', 'runs/plain_s3/eval_tiny_made_lr.json'} <= exported
+    assert any(re.fullmatch(r'runs/lrti_s3/experiments/lrti_s3/train_.*\.log', p) for p in exported), exported
+    assert not [p for p in exported if p.endswith(('.pth', '.state')) or 'ghost' in p], exported
+    # ... which, copied back under a fresh --out, counts as done: nothing trained or scored again, same report
+    again = tmp_path / 'again'
+    shutil.copytree(docs / 'runs', again)
+    assert reproduce.main([str(camp), '--out', str(again)]) == 0
+    assert json.loads((again / 'campaign.json').read_text())['runs'] == runs
+    assert (again / 'report.md').read_text() == (out / 'report.md').read_text()
 
 
 @pytest.mark.parametrize('edit, match', [
