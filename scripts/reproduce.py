@@ -407,7 +407,8 @@ def export_campaign(out: str, dest: str, tests) -> list:
                 dirs[:] = [d for d in dirs if d not in ('models', 'training_states', 'visualization', 'tb_logger')]
                 for f in files:
                     if f.endswith(('.json', '.log', '.yml')):
-                        put(os.path.join(root, f), os.path.normpath(os.path.join('runs', name, os.path.relpath(root, src), f)))
+                        rel = os.path.normpath(os.path.join('runs', name, os.path.relpath(root, src), f))
+                        put(os.path.join(root, f), rel)
     return copied
 
 
