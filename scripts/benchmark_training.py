@@ -14,7 +14,8 @@ Data: random LR frames (B, L, 3, h, w) from a fixed seed; the GT is their bicubi
 Gaussian noise (sigma 0.02). The cost of these networks does not depend on the content. LRTI windows
 start at ``round(n * (L - T) / (N - 1))`` (the long-clip dataset's ``even`` sampling; ``(L - T) // 2``
 for N = 1), and ``plain_T`` trains exactly these windows. Every configuration trains every parameter
-(SpyNet included, randomly initialised) with Adam from the same initial weights.
+(SpyNet included, randomly initialised; ``--fix-flow`` freezes SpyNet as the fine-tuning recipes do) with Adam
+from the same initial weights.
 
 Timing: ``--warmup`` untimed iterations, then ``--iters`` timed ones; each timed iteration is
 ``optimize_parameters`` alone (the batch is fed before the clock starts), with the device synchronised
@@ -137,7 +138,7 @@ def model_options(args, geometry: dict, accel: bool) -> dict:
         'optim_g': {'type': 'Adam', 'lr': 1e-4, 'weight_decay': 0, 'betas': [0.9, 0.99]},
         'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [10**6], 'restart_weights': [1],
                       'eta_min': 1e-7},
-        'total_iter': 10**6, 'warmup_iter': -1, 'fix_flow': None, 'flow_lr_mul': 1,
+        'total_iter': 10**6, 'warmup_iter': -1, 'fix_flow': 10**6 if args.fix_flow else None, 'flow_lr_mul': 1,
         'pixel_opt': {'type': 'CharbonnierLoss', 'loss_weight': 1.0, 'reduction': 'mean'},
     }
     if args.amp != 'none':
@@ -272,6 +273,7 @@ def run_child(args, config: str) -> dict:
         'torch': torch.__version__, 'threads': torch.get_num_threads(),
         'device_name': torch.cuda.get_device_name(device) if accel else platform.processor() or platform.machine(),
         'params_m': sum(p.numel() for p in model.net_g.parameters()) / 1e6,
+        'trained_params_m': sum(p.numel() for p in model.net_g.parameters() if p.requires_grad) / 1e6,
         'autocast_dtype': str(model.amp_dtype).replace('torch.', '') if model.amp_dtype is not None else 'none',
     }
     if geometry['lrti'] is not None:
@@ -285,7 +287,8 @@ def child_argv(args, config: str) -> List[str]:
     return [sys.executable, os.path.abspath(__file__), '--arch', args.arch, '--size', args.size,
             '--lr-size', str(args.lr_size), '--long', str(args.long), '--clip', str(args.clip),
             '--num-clips', str(args.num_clips), '--iters', str(args.iters), '--warmup', str(args.warmup),
-            '--device', args.device, '--threads', str(args.threads), '--amp', args.amp, '--child', config]
+            '--device', args.device, '--threads', str(args.threads), '--amp', args.amp, '--child', config] + (
+                ['--fix-flow'] if args.fix_flow else [])
 
 
 def measure(args, config: str) -> dict:
@@ -363,6 +366,7 @@ def run(args) -> dict:
     config = {'arch': args.arch, 'size': args.size, 'network': ARCHS[args.arch][args.size], 'lr_size': args.lr_size,
               'long': args.long, 'clip': args.clip, 'num_clips': args.num_clips, 'iters': args.iters,
               'warmup': args.warmup, 'device': args.device, 'threads': args.threads, 'amp': args.amp,
+              'fix_flow': args.fix_flow,
               'starts': window_starts(args.long, args.clip, args.num_clips)}
     load_before = os.getloadavg()
     start = time.perf_counter()
@@ -399,6 +403,8 @@ def parse_args(argv=None):
                    help="intra-op CPU threads of each child (default 0: torch's default)")
     p.add_argument('--amp', default='none', choices=('none', 'float16', 'bfloat16'),
                    help='mixed precision of every configuration (train.use_amp / amp_dtype; default none)')
+    p.add_argument('--fix-flow', action='store_true',
+                   help='freeze the flow network (train.fix_flow), as the fine-tuning recipes do (default: train it)')
     p.add_argument('--json', default=None, help='write the report to this JSON file')
     p.add_argument('--child', choices=CONFIGS, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -70,3 +70,24 @@ def test_amp_reaches_the_model():
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result['autocast_dtype'] == 'bfloat16' and math.isfinite(result['loss'])
+
+
+def test_fix_flow_freezes_spynet_in_every_child():
+    """``--fix-flow`` reaches each child (as the fine-tuning recipes, SpyNet gets no gradient there)."""
+    sys.path.insert(0, str(REPO / 'scripts'))
+    import benchmark_training
+
+    argv = benchmark_training.child_argv(benchmark_training.parse_args(['--fix-flow']), 'plain_T')
+    assert '--fix-flow' in argv
+    assert '--fix-flow' not in benchmark_training.child_argv(benchmark_training.parse_args([]), 'plain_T')
+    results = {}
+    for flag in ([], ['--fix-flow']):
+        args = ['--arch', 'LRTIBasicVSR', '--lr-size', '36', '--clip', '2', '--long', '4', '--num-clips', '2',
+                '--iters', '1', '--warmup', '0', '--threads', '1', '--child', 'lrti_batch', *flag]
+        proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, 'PYTHONPATH': str(REPO)})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[bool(flag)] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert results[False]['trained_params_m'] == results[False]['params_m']
+    spynet_m = 1.44  # SpyNet's 1.44 M parameters, most of the tiny network's
+    assert abs(results[True]['params_m'] - results[True]['trained_params_m'] - spynet_m) < 0.01, results
