@@ -396,19 +396,28 @@ def export_campaign(out: str, dest: str, tests) -> list:
         shutil.copy2(src, os.path.join(dest, rel))
         copied.append(rel)
 
+    finished = []
     for name in sorted(os.listdir(out)):
         src = os.path.join(out, name)
         if os.path.isfile(src) and (name in ('report.md', 'report.json') or name.endswith('.png')):
             put(src, name)
-        elif name == 'campaign.json':
-            put(src, os.path.join('runs', name))
         elif os.path.isdir(src) and tests and all(os.path.isfile(os.path.join(src, f'eval_{t}.json')) for t in tests):
+            finished.append(name)
             for root, dirs, files in os.walk(src):
                 dirs[:] = [d for d in dirs if d not in ('models', 'training_states', 'visualization', 'tb_logger')]
                 for f in files:
                     if f.endswith(('.json', '.log', '.yml')):
                         rel = os.path.normpath(os.path.join('runs', name, os.path.relpath(root, src), f))
                         put(os.path.join(root, f), rel)
+    state = os.path.join(out, 'campaign.json')
+    if os.path.isfile(state):  # the segments of the exported runs only: an unfinished run starts afresh from it
+        with open(state) as f:
+            data = json.load(f)
+        data['runs'] = {k: v for k, v in data.get('runs', {}).items() if k in finished}
+        os.makedirs(os.path.join(dest, 'runs'), exist_ok=True)
+        with open(os.path.join(dest, 'runs', 'campaign.json'), 'w') as f:
+            json.dump(data, f, indent=1)
+        copied.append(os.path.join('runs', 'campaign.json'))
     return copied
 
 

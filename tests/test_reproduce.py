@@ -108,6 +108,9 @@ def test_campaign_killed_mid_run_resumes_and_reports(tiny_data, tmp_path):
     # --export: the report and the finished runs' small files, no weights, no unfinished run ...
     (out / 'ghost_s3').mkdir()
     (out / 'ghost_s3' / 'train.yml').write_text('name: ghost_s3\n')
+    with_ghost = json.loads((out / 'campaign.json').read_text())
+    with_ghost['runs']['ghost_s3'] = {'segments': [{'start_iter': 0, 'end_iter': 2, 'exit': -9}]}
+    (out / 'campaign.json').write_text(json.dumps(with_ghost))
     docs = tmp_path / 'docs'
     assert reproduce.main([str(camp), '--out', str(out), '--report', '--export', str(docs)]) == 0
     exported = {p.relative_to(docs).as_posix() for p in docs.rglob('*') if p.is_file()}
@@ -115,6 +118,7 @@ def test_campaign_killed_mid_run_resumes_and_reports(tiny_data, tmp_path):
             'runs/lrti_s3/runner.log', 'runs/lrti_s3/train.yml', 'runs/plain_s3/eval_tiny_made_lr.json'} <= exported
     assert any(re.fullmatch(r'runs/lrti_s3/experiments/lrti_s3/train_.*\.log', p) for p in exported), exported
     assert not [p for p in exported if p.endswith(('.pth', '.state')) or 'ghost' in p], exported
+    assert json.loads((docs / 'runs' / 'campaign.json').read_text())['runs'] == runs  # not the ghost's segments
     # ... which, copied back under a fresh --out, counts as done: nothing trained or scored again, same report
     again = tmp_path / 'again'
     shutil.copytree(docs / 'runs', again)
