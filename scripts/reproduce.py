@@ -25,8 +25,9 @@ Paths are relative to the current directory (run it from the repository root). E
 
 * ``<arm>_s<seed>/``: the run's options (``train.yml``) and BasicSR's ``experiments/<name>/`` (models, logs,
   training states). Training is ``python -m lrti_plugin.train -opt train.yml --auto_resume`` in a child
-  process; its peak RSS (``os.wait4``) is recorded per segment in ``campaign.json``; its training wall time
-  is read from BasicSR's logs (each segment from its first to its last line, killed ones included);
+  process; its peak RSS (its own ``VmHWM``, polled; data-loader workers not included) is recorded per segment
+  in ``campaign.json``; its training wall time is read from BasicSR's logs (each segment from its first to its
+  last line, killed ones included);
 * ``<arm>_s<seed>/eval_<set>.json``: the trained weights (``params_ema`` when present) on every clip of
   every test set, each clip in one whole-sequence pass: Y and RGB PSNR/SSIM per frame (crop border 0,
   output rounded to uint8 as BasicSR's ``tensor2img``);
@@ -208,6 +209,42 @@ def latest_iter(exp_dir: str) -> int:
     return max(iters, default=0)
 
 
+def _vm_hwm_mib(pid: int):
+    """The peak resident set of process ``pid`` since its ``exec`` (``VmHWM``), or None where unreadable."""
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def wait_with_peak_rss(proc, interval: float = 0.5) -> tuple:
+    """Wait for ``proc``; return ``(wait status, peak RSS in MiB, how it was measured)``.
+
+    The peak is the child's own high-water mark (``VmHWM``), read every ``interval`` seconds while it runs (it only
+    grows, so the last reading misses at most the last ``interval``). ``os.wait4``'s ``ru_maxrss`` is only the
+    fallback where ``/proc`` is missing: Linux carries the parent's high-water mark into a child at ``exec``, so
+    once this runner has scored a run in-process (a whole Vid4 pass: gigabytes), every later child would report at
+    least the runner's own peak.
+    """
+    peak = None
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        hwm = _vm_hwm_mib(proc.pid)
+        if hwm is not None:
+            peak = hwm if peak is None else max(peak, hwm)
+        time.sleep(interval)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if peak is None:
+        return status, usage.ru_maxrss / 1024.0, 'ru_maxrss'
+    return status, peak, 'VmHWM'
+
+
 def train_run(run_dir: str, opt: dict, record: dict, state: State, threads) -> None:
     """Train (or continue) one run in a child process; appends a segment to ``record``."""
     from lrti_plugin.utils.options import dump_options
@@ -226,14 +263,15 @@ def train_run(run_dir: str, opt: dict, record: dict, state: State, threads) -> N
     with open(log_path, 'a') as log:
         proc = subprocess.Popen(cmd, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            status, peak_rss, rss_method = wait_with_peak_rss(proc)
         except BaseException:
             proc.kill()
             proc.wait()
             raise
     code = os.waitstatus_to_exitcode(status)
     record['segments'].append({'start_iter': start_iter, 'end_iter': latest_iter(exp), 'wall_s': time.time() - t0,
-                               'peak_rss_mib': usage.ru_maxrss / 1024.0, 'exit': code, 'machine': machine_name(),
+                               'peak_rss_mib': peak_rss, 'rss_method': rss_method, 'exit': code,
+                               'machine': machine_name(),
                                'ended': datetime.now().isoformat(timespec='seconds')})
     state.save()
     if code != 0:
@@ -342,7 +380,9 @@ def build_report(camp: dict, out: str, state: State, runs: dict, reference: dict
                          for name, r in info.get('eval', {}).items()},
             'train_wall_s': train_s, 'iters': iters, 'segments': len(segs),
             'sec_per_supervised_frame': train_s / (iters * info['frames_per_iter']) if iters else None,
-            'peak_rss_mib': max((s['peak_rss_mib'] for s in segs), default=None),
+            # segments recorded before 2026-12-07 have no rss_method: their ru_maxrss included the runner's own peak
+            'peak_rss_mib': max((s['peak_rss_mib'] for s in segs if s.get('rss_method', '').startswith('VmHWM')),
+                                default=None),
             'machine': run_machine(segs),
             'validation': info.get('validation', []),
         }

@@ -6,7 +6,9 @@ def write_markdown(camp: dict, out: str, report: dict) -> str:
     lines = [f'# Campaign `{camp["name"]}`', '', f'Seeds {camp["seeds"]}; mean ± sample std over the seeds that '
              'finished (their count in brackets; no spread with one); per-seed values last. Seconds per supervised '
              'frame and wall times include validation and are comparable only between runs that had the machine '
-             'to themselves.', '']
+             'to themselves. Peak RSS is the training process\'s own high-water mark (VmHWM; data-loader workers '
+             'not included), recorded since 2026-12-07; blank for runs recorded before (the figure recorded then '
+             'included the runner\'s own peak).', '']
     arms = report['arms']
     base = arms[report['cost_baseline']]['label'] if report.get('cost_baseline') else ''
     machines = {}

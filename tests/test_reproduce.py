@@ -85,7 +85,7 @@ def test_campaign_killed_mid_run_resumes_and_reports(tiny_data, tmp_path):
     assert plain_eval.stat().st_mtime == plain_mtime, 'a finished evaluation was redone'
     resumed = runs['lrti_s3']['segments'][-1]
     assert resumed['start_iter'] >= 2 and resumed['exit'] == 0, resumed  # BasicSR resumed from a saved state
-    assert resumed['peak_rss_mib'] > 50 and resumed['wall_s'] > 0
+    assert resumed['peak_rss_mib'] > 50 and resumed['rss_method'] == 'VmHWM' and resumed['wall_s'] > 0
 
     report = json.loads((out / 'report.json').read_text())
     assert set(report['arms']) == {'plain', 'lrti'}
@@ -235,3 +235,23 @@ def test_campaign_compares_every_arm_with_the_first_by_default(tiny_data, tmp_pa
     path.write_text(yaml.safe_dump(bad))
     with pytest.raises(reproduce.CampaignError, match="compare: no arm 'nope'"):
         reproduce.load_campaign(str(path))
+
+
+def test_peak_rss_is_the_childs_own_not_the_runners():
+    """After the runner itself peaked high (as after scoring a run in-process), a small child still reports its
+    own peak: ``os.wait4``'s ru_maxrss would report at least the runner's."""
+    import ctypes
+
+    import numpy as np
+
+    big = np.ones(600 * 2**20 // 8)  # the runner's own peak: 600 MiB more
+    del big
+    ctypes.CDLL(None).malloc_trim(0)
+    child = 'import time, numpy as np; a = np.ones(100 * 2**20 // 8); time.sleep(1.5)'  # about 100 MiB + python
+    proc = subprocess.Popen([sys.executable, '-c', child])
+    status, peak, method = reproduce.wait_with_peak_rss(proc, interval=0.1)
+    assert os.waitstatus_to_exitcode(status) == 0 and proc.returncode == 0
+    if not os.path.isdir('/proc'):
+        pytest.skip('no /proc: the fallback (ru_maxrss) is all there is')
+    assert method == 'VmHWM'
+    assert 100 < peak < 400, peak
