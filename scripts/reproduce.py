@@ -419,6 +419,11 @@ def build_report(camp: dict, out: str, state: State, runs: dict, reference: dict
     return report
 
 
+def is_scored(run_dir: str, tests) -> bool:
+    """Scored on every test set: a finished run, also where only its small files were kept (no weights)."""
+    return bool(tests) and all(os.path.isfile(os.path.join(run_dir, f'eval_{t}.json')) for t in tests)
+
+
 def export_campaign(out: str, dest: str, tests) -> list:
     """Copy what a campaign's results need to be read and continued, without weights or training states.
 
@@ -441,7 +446,7 @@ def export_campaign(out: str, dest: str, tests) -> list:
         src = os.path.join(out, name)
         if os.path.isfile(src) and (name in ('report.md', 'report.json') or name.endswith('.png')):
             put(src, name)
-        elif os.path.isdir(src) and tests and all(os.path.isfile(os.path.join(src, f'eval_{t}.json')) for t in tests):
+        elif os.path.isdir(src) and is_scored(src, tests):
             finished.append(name)
             for root, dirs, files in os.walk(src):
                 dirs[:] = [d for d in dirs if d not in ('models', 'training_states', 'visualization', 'tb_logger')]
@@ -520,8 +525,7 @@ def run_campaign(args) -> int:
             exp = experiment_dir(run_dir, opt['name'])
             weights = os.path.join(exp, 'models', 'net_g_latest.pth')
             record = state.run(opt['name'])
-            # Scored on every test set: finished, also where only the small files were kept (no weights).
-            scored = bool(tests) and all(os.path.isfile(os.path.join(run_dir, f'eval_{n}.json')) for n in tests)
+            scored = is_scored(run_dir, tests)
             if not args.report and not os.path.isfile(weights) and not scored:
                 train_run(run_dir, opt, record, state, args.threads)
             info = {'frames_per_iter': supervised_frames(opt), 'total_iter': int(opt['train']['total_iter']),
