@@ -3,6 +3,7 @@
     python scripts/benchmark_inference.py --json results/benchmark_inference.json            # everything
     python scripts/benchmark_inference.py --skip-vid4 --lengths 50 200                       # memory part only
     python scripts/benchmark_inference.py --skip-memory --modes whole --repeats 6            # speed vs BasicSR
+    python scripts/benchmark_inference.py --skip-vid4 --skip-memory --ops 6          # same operators?
 
 Part 1, quality and speed (needs the official BasicVSR Vimeo-90K BIx4 weights, ``scripts/get_weights.py``,
 and Vid4 frames, ``--vid4``): every mode of :mod:`lrti_plugin.archs.streaming` on whole Vid4 clips with
@@ -13,7 +14,8 @@ short warm-up of both networks, in ``--repeats`` rounds over all entries (every 
 so that no entry always runs first); the best time of each is kept, all are in the JSON. Only ratios within
 one run are meaningful; the speed of our ``whole`` against BasicSR's is also given round by round (both
 clips' times summed per round), with the median of those paired ratios. ``--modes`` keeps only some
-entries (``whole`` is always run: it is the reference).
+entries (``whole`` is always run: it is the reference). ``--ops FRAMES`` adds a census of the operators both whole
+passes call (``torch.profiler``), which tells a difference in work from the machine's noise.
 
 Part 2, peak memory against video length (a tiny ``LRTIBasicVSR``, random weights, synthetic frames made on
 the fly so that reading costs no memory): for each mode and length, a child process streams the video and
@@ -45,29 +47,49 @@ def label(mode, kw):
 
 
 # ---- part 1: Vid4 ---------------------------------------------------------------------------------------------
-def vid4_child(args) -> dict:
-    import numpy as np
+def _official_nets(args):
+    """Our ``LRTIBasicVSR`` and BasicSR's ``BasicVSR``, both with the official weights, in eval mode."""
     import torch
     from basicsr.archs.basicvsr_arch import BasicVSR
-    from basicsr.metrics import calculate_psnr
-    from basicsr.utils import tensor2img
 
     sys.path.insert(0, REPO)
     from lrti_plugin.archs.basicvsr_arch import LRTIBasicVSR
-    from lrti_plugin.archs.streaming import stream
     from lrti_plugin.utils.checkpoint import load_weights
-    from lrti_plugin.video_io import FrameFolder, list_frames
 
     torch.set_num_threads(args.threads) if args.threads else None
     ours = LRTIBasicVSR(num_feat=64, num_block=30).eval()
     load_weights(ours, args.weights)
     theirs = BasicVSR(num_feat=64, num_block=30).eval()
     load_weights(theirs, args.weights)
+    return ours, theirs
+
+
+def _vid4_lq(args, clip: str, frames=None):
+    """A Vid4 clip's LR frames (the first ``frames``, or all) as a (1, T, 3, h, w) float tensor in [0, 1]."""
+    import torch
+
+    from lrti_plugin.video_io import FrameFolder, list_frames
+
+    src = FrameFolder(list_frames(os.path.join(args.vid4, 'BIx4', clip)))
+    n = min(frames or len(src), len(src))
+    return torch.from_numpy(src.read(0, n)).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+
+
+def vid4_child(args) -> dict:
+    import numpy as np
+    import torch
+    from basicsr.metrics import calculate_psnr
+    from basicsr.utils import tensor2img
+
+    sys.path.insert(0, REPO)
+    from lrti_plugin.archs.streaming import stream
+    from lrti_plugin.video_io import FrameFolder, list_frames
+
+    ours, theirs = _official_nets(args)
     rows = {}
     for clip in args.clips:
-        lq_src = FrameFolder(list_frames(os.path.join(args.vid4, 'BIx4', clip)))
         gt_src = FrameFolder(list_frames(os.path.join(args.vid4, 'GT', clip)))
-        lqs = torch.from_numpy(lq_src.read(0, len(lq_src))).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+        lqs = _vid4_lq(args, clip)
         gts = [g[:, :, ::-1] for g in gt_src.read(0, len(gt_src))]  # BGR, as BasicSR scores
 
         fns = {BASICSR: lambda lqs=lqs: theirs(lqs)}
@@ -152,11 +174,55 @@ def memory_child(args) -> dict:
     return out
 
 
+# ---- part 3: operator census ------------------------------------------------------------------------------------
+def ops_child(args) -> dict:
+    """Both whole passes over the first ``--ops`` frames of the first clip under ``torch.profiler``: per operator,
+    how many calls and how much self CPU time (ms). The counts do not depend on how busy the machine is."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    sys.path.insert(0, REPO)
+    from lrti_plugin.archs.streaming import stream
+
+    ours, theirs = _official_nets(args)
+    lqs = _vid4_lq(args, args.clips[0], args.ops)
+    fns = {BASICSR: lambda: theirs(lqs),
+           'whole': lambda: torch.cat([sr for _, sr in stream(ours, lambda a, b: lqs[:, a:b], lqs.size(1), 'whole')],
+                                      dim=1)}
+    census = {}
+    with torch.no_grad():
+        for name, fn in fns.items():
+            fn()  # warm-up
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                fn()
+            census[name] = {e.key: [e.count, e.self_cpu_time_total / 1e3] for e in prof.key_averages()}
+    return {'clip': args.clips[0], 'frames': lqs.size(1), 'ops': census}
+
+
+def print_ops(census: dict, top: int = 8) -> dict:
+    """The ``top`` operators by self time and every operator whose call count differs between the two passes."""
+    theirs, ours = census['ops'][BASICSR], census['ops']['whole']
+    names = sorted(set(theirs) | set(ours), key=lambda k: -max(theirs.get(k, [0, 0])[1], ours.get(k, [0, 0])[1]))
+    differ = [k for k in names if theirs.get(k, [0])[0] != ours.get(k, [0])[0]]
+    total = {n: sum(v[1] for v in ops.values()) for n, ops in (('basicsr', theirs), ('ours', ours))}
+    print(f'\nOperators of both whole passes ({census["clip"]}, {census["frames"]} frames, torch.profiler): the '
+          f'{top} costliest, then every one whose call count differs')
+    print('| operator | calls, BasicSR | calls, ours | self ms, BasicSR | self ms, ours |')
+    print('|---|---|---|---|---|')
+    for k in names[:top] + [k for k in differ if k not in names[:top]]:
+        a, b = theirs.get(k, [0, 0.0]), ours.get(k, [0, 0.0])
+        print(f'| {k} | {a[0]} | {b[0]} | {a[1]:.1f} | {b[1]:.1f} |')
+    print(f'| total | | | {total["basicsr"]:.1f} | {total["ours"]:.1f} |')
+    return {'differing_counts': {k: [theirs.get(k, [0])[0], ours.get(k, [0])[0]] for k in differ},
+            'self_ms_total': total}
+
+
 # ---- the parent -----------------------------------------------------------------------------------------------
 def child(argv) -> dict:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], capture_output=True, text=True)
+    # the child's stderr (its progress lines, and any traceback) goes straight to ours; its stdout is the JSON
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], stdout=subprocess.PIPE, text=True)
     if out.returncode != 0:
-        raise SystemExit(f'[benchmark] child {argv} failed:\n{out.stderr[-3000:]}')
+        raise SystemExit(f'[benchmark] child {argv} failed (exit {out.returncode}; its error is above)')
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -174,14 +240,17 @@ def main(argv=None) -> int:
     parser.add_argument('--size', type=int, nargs=2, default=[64, 64], metavar=('H', 'W'))
     parser.add_argument('--device', default='cpu', help='device of the memory part (cpu, or an accelerator)')
     parser.add_argument('--threads', type=int)
+    parser.add_argument('--ops', type=int, metavar='FRAMES',
+                        help='also count the operators of both whole passes over the first FRAMES frames of the '
+                        'first clip (torch.profiler; the counts do not depend on the machine\'s load)')
     parser.add_argument('--json', help='write the results here')
-    parser.add_argument('--child', choices=('vid4', 'memory'), help=argparse.SUPPRESS)
+    parser.add_argument('--child', choices=('vid4', 'memory', 'ops'), help=argparse.SUPPRESS)
     parser.add_argument('--mode', help=argparse.SUPPRESS)
     parser.add_argument('--kw', default='{}', help=argparse.SUPPRESS)
     parser.add_argument('--length', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(vid4_child(args) if args.child == 'vid4' else memory_child(args)))
+        print(json.dumps({'vid4': vid4_child, 'memory': memory_child, 'ops': ops_child}[args.child](args)))
         return 0
     common = [*(['--threads', str(args.threads)] if args.threads else [])]
     result = {'machine': _machine(), 'vid4': None, 'memory': {}}
@@ -194,6 +263,10 @@ def main(argv=None) -> int:
                                     *args.clips, '--repeats', str(args.repeats), *modes, *common])
             result['whole_vs_basicsr'] = paired_speed(result['vid4'])
             print_vid4(result['vid4'])
+    if args.ops:  # part 3 (needs the same weights and frames as part 1)
+        result['ops'] = child(['--child', 'ops', '--vid4', args.vid4, '--weights', args.weights, '--clips',
+                               *args.clips, '--ops', str(args.ops), *common])
+        result['ops'].update(print_ops(result['ops']))
     for mode, kw in ([] if args.skip_memory else MEMORY_MODES):
         for length in args.lengths:
             row = child(['--child', 'memory', '--mode', mode, '--kw', json.dumps(kw), '--length', str(length),

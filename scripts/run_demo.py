@@ -90,6 +90,12 @@ def demo_options(src: str, data_dir: str, split: str, overrides: dict) -> dict:
     return apply_overrides(opt, overrides)
 
 
+def experiment_suffix(split: str, seed: int) -> str:
+    """What the arms' experiment names get appended: ``demo_plain`` / ``demo_lrti`` for the report (held-out split,
+    seed 0); another split or seed trains in its own folders, so it never archives the report's runs."""
+    return ('' if split == 'heldout' else f'_{split}') + (f'_s{seed}' if seed else '')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='demo', help='folder for data and report (default: ./demo)')
@@ -110,7 +116,7 @@ def main() -> None:
     spynet = None if args.tiny else get_spynet(weights)
     make_data(data_dir, args.seed, args.tiny)
 
-    suffix = '' if args.split == 'heldout' else f'_{args.split}'
+    suffix = experiment_suffix(args.split, args.seed)
     overrides = {'manual_seed': args.seed, 'network_g.spynet_path': spynet,
                  'path.pretrain_network_g': os.path.join(weights, 'BasicVSR', 'BasicVSR_Vimeo90K_BIx4-2a29695a.pth')}
     if args.tiny:

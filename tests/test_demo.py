@@ -39,3 +39,12 @@ def test_tiny_demo_reports_both_arms_and_fails_below_bicubic(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
     else:  # 2 iterations of an 8-channel net: below bicubic, so the demo must say so and fail
         assert proc.returncode == 1 and 'did not beat bicubic' in proc.stderr, proc.stderr[-2000:]
+
+
+def test_other_seeds_and_splits_train_in_their_own_experiment_folders():
+    sys.path.insert(0, str(REPO / 'scripts'))
+    from run_demo import experiment_suffix
+
+    assert experiment_suffix('heldout', 0) == ''  # the report's runs: demo_plain, demo_lrti
+    names = {experiment_suffix(split, seed) for split in ('heldout', 'val') for seed in (0, 1, 2)}
+    assert len(names) == 6  # a second seed never lands in (and archives) the first one's folders

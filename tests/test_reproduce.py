@@ -20,6 +20,7 @@ from lrti_plugin.utils.options import dump_options
 SCRIPT = REPO / 'scripts' / 'reproduce.py'
 sys.path.insert(0, str(REPO / 'scripts'))
 import reproduce  # noqa: E402
+import reproduce_runs  # noqa: E402
 
 ITERS = 8
 
@@ -183,7 +184,7 @@ def test_report_compares_costs_only_on_one_machine(tmp_path, monkeypatch):
 
 
 def test_machine_name_names_cpu_cores_and_boot():
-    name = reproduce.machine_name()
+    name = reproduce_runs.machine_name()
     model, cores = name.split(', ')[:2]
     assert model and cores == f'{os.cpu_count()} cores', name
     if os.path.isfile('/proc/sys/kernel/random/boot_id'):
@@ -249,7 +250,7 @@ def test_peak_rss_is_the_childs_own_not_the_runners():
     ctypes.CDLL(None).malloc_trim(0)
     child = 'import time, numpy as np; a = np.ones(100 * 2**20 // 8); time.sleep(1.5)'  # about 100 MiB + python
     proc = subprocess.Popen([sys.executable, '-c', child])
-    status, peak, method = reproduce.wait_with_peak_rss(proc, interval=0.1)
+    status, peak, method = reproduce_runs.wait_with_peak_rss(proc, interval=0.1)
     assert os.waitstatus_to_exitcode(status) == 0 and proc.returncode == 0
     if not os.path.isdir('/proc'):
         pytest.skip('no /proc: the fallback (ru_maxrss) is all there is')

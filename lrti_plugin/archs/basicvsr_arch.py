@@ -99,4 +99,5 @@ class LRTIBasicVSR(RecurrentVSR):
         out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))  # (B, 64, 4H, 4W)
         out = self.lrelu(self.conv_hr(out))
         out = self.conv_last(out)
-        return out + F.interpolate(lq, scale_factor=4, mode='bilinear', align_corners=False)
+        out += F.interpolate(lq, scale_factor=4, mode='bilinear', align_corners=False)  # in place, as BasicSR
+        return out
