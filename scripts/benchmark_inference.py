@@ -89,8 +89,8 @@ def vid4_child(args) -> dict:
     rows = {}
     for clip in args.clips:
         gt_src = FrameFolder(list_frames(os.path.join(args.vid4, 'GT', clip)))
-        lqs = _vid4_lq(args, clip)
-        gts = [g[:, :, ::-1] for g in gt_src.read(0, len(gt_src))]  # BGR, as BasicSR scores
+        lqs = _vid4_lq(args, clip, args.frames)
+        gts = [g[:, :, ::-1] for g in gt_src.read(0, lqs.size(1))]  # BGR, as BasicSR scores
 
         fns = {BASICSR: lambda lqs=lqs: theirs(lqs)}
         for mode, kw in QUALITY_MODES:
@@ -232,6 +232,8 @@ def main(argv=None) -> int:
     parser.add_argument('--clips', nargs='+', default=['calendar', 'city', 'foliage', 'walk'])
     parser.add_argument('--weights', default=WEIGHTS)
     parser.add_argument('--repeats', type=int, default=1)
+    parser.add_argument('--frames', type=int, help='only the first FRAMES frames of each clip (many short rounds '
+                        'for the speed comparison; the Y-PSNR is then not the clip\'s)')
     parser.add_argument('--skip-vid4', action='store_true')
     parser.add_argument('--skip-memory', action='store_true')
     parser.add_argument('--modes', nargs='+', help='Vid4 entries to run besides whole and BasicSR\'s pass: a mode '
@@ -260,7 +262,8 @@ def main(argv=None) -> int:
         else:
             modes = ['--modes', *args.modes] if args.modes else []
             result['vid4'] = child(['--child', 'vid4', '--vid4', args.vid4, '--weights', args.weights, '--clips',
-                                    *args.clips, '--repeats', str(args.repeats), *modes, *common])
+                                    *args.clips, '--repeats', str(args.repeats), *modes, *common,
+                                    *(['--frames', str(args.frames)] if args.frames else [])])
             result['whole_vs_basicsr'] = paired_speed(result['vid4'])
             print_vid4(result['vid4'])
     if args.ops:  # part 3 (needs the same weights and frames as part 1)
