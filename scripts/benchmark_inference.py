@@ -75,6 +75,15 @@ def _vid4_lq(args, clip: str, frames=None):
     return torch.from_numpy(src.read(0, n)).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
 
 
+def _streamed(net, lqs, mode: str, **kw):
+    """``net`` over all of ``lqs`` in one streaming ``mode``, its pieces joined: (1, T, 3, 4h, 4w)."""
+    import torch
+
+    from lrti_plugin.archs.streaming import stream
+
+    return torch.cat([sr for _, sr in stream(net, lambda a, b: lqs[:, a:b], lqs.size(1), mode, **kw)], dim=1)
+
+
 def vid4_child(args) -> dict:
     import numpy as np
     import torch
@@ -82,7 +91,6 @@ def vid4_child(args) -> dict:
     from basicsr.utils import tensor2img
 
     sys.path.insert(0, REPO)
-    from lrti_plugin.archs.streaming import stream
     from lrti_plugin.video_io import FrameFolder, list_frames
 
     ours, theirs = _official_nets(args)
@@ -97,10 +105,7 @@ def vid4_child(args) -> dict:
             if args.modes and mode != 'whole' and label(mode, kw) not in args.modes and mode not in args.modes:
                 continue
 
-            def go(mode=mode, kw=kw, lqs=lqs):
-                return torch.cat([sr for _, sr in stream(ours, lambda a, b: lqs[:, a:b], lqs.size(1), mode, **kw)],
-                                 dim=1)
-            fns[label(mode, kw)] = go
+            fns[label(mode, kw)] = lambda mode=mode, kw=kw, lqs=lqs: _streamed(ours, lqs, mode, **kw)
         with torch.no_grad():  # warm-up on a few frames, so that no entry pays for first-call allocations
             theirs(lqs[:, :3])
             ours(lqs[:, :3])
@@ -181,14 +186,9 @@ def ops_child(args) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    sys.path.insert(0, REPO)
-    from lrti_plugin.archs.streaming import stream
-
     ours, theirs = _official_nets(args)
     lqs = _vid4_lq(args, args.clips[0], args.ops)
-    fns = {BASICSR: lambda: theirs(lqs),
-           'whole': lambda: torch.cat([sr for _, sr in stream(ours, lambda a, b: lqs[:, a:b], lqs.size(1), 'whole')],
-                                      dim=1)}
+    fns = {BASICSR: lambda: theirs(lqs), 'whole': lambda: _streamed(ours, lqs, 'whole')}
     census = {}
     with torch.no_grad():
         for name, fn in fns.items():
