@@ -474,3 +474,12 @@ def test_a_real_phone_video_with_decode_order_timestamps_and_mp3_audio_is_writte
     with av.open(out) as c:
         assert [s.codec_context.name for s in c.streams if s.type == 'audio'] == ['mp3float']
     src.close()
+
+
+def test_the_cli_keeps_freed_host_memory(clip, weights, tmp_path, capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr(infer, 'keep_freed_memory', lambda: calls.append('called') or True)  # not this process's
+    code, cap = _run(['-i', clip, '-o', tmp_path / 'sr', '--arch', 'LRTIBasicVSR', '--weights', weights[0],
+                      '--arch-opt', 'num_feat=8', 'num_block=1', '--mode', 'whole', '--device', 'cpu'], capsys)
+    assert code == 0, cap.err
+    assert calls == ['called']

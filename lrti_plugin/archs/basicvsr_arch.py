@@ -84,8 +84,7 @@ class LRTIBasicVSR(RecurrentVSR):
 
     def step(self, name: str, frame: Tensor, others: List[Tensor], history: History) -> Tensor:
         """Warp the previous output onto this frame (zeros at the start), then the branch's residual trunk."""
-        zeros = frame.new_zeros(frame.size(0), self.num_feat, *frame.shape[2:])
-        feat_prop = history.warped(1, zeros)
+        feat_prop = history.warped(1, lambda: frame.new_zeros(frame.size(0), self.num_feat, *frame.shape[2:]))
         trunk = self.backward_trunk if name == 'backward' else self.forward_trunk
         return trunk(torch.cat([frame, feat_prop], dim=1))
 

@@ -20,7 +20,7 @@ plus ``branches``, ``order``, a ``spynet`` attribute, and :meth:`RecurrentVSR.st
 recurrent network plugs in the same way and gets window passes, ``states_only`` and streaming for free.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from basicsr.archs.arch_util import flow_warp
@@ -153,11 +153,18 @@ class History:
                 raise NotImplementedError(f'History.flow: no flow composition for k={k} (orders 1 and 2 only)')
         return self._flows[k]
 
-    def warped(self, k: int, zeros: Tensor) -> Tensor:
-        """The output k steps back warped onto the current frame; ``zeros`` for samples without one."""
-        if not self.any(k):
+    def warped(self, k: int, zeros: Union[Tensor, Callable[[], Tensor]]) -> Tensor:
+        """The output k steps back warped onto the current frame; zeros for samples without one.
+
+        ``zeros`` is the zero tensor, or a function that makes it: then it is called only where some
+        sample has no such output (a whole pass: at the first step of each branch only)."""
+        real = self.real(k)
+        if all(real):
+            return flow_warp(self.feat(k), self.flow(k).permute(0, 2, 3, 1))
+        zeros = zeros() if callable(zeros) else zeros
+        if not any(real):
             return zeros
-        return select(self.real(k), flow_warp(self.feat(k), self.flow(k).permute(0, 2, 3, 1)), zeros)
+        return select(real, flow_warp(self.feat(k), self.flow(k).permute(0, 2, 3, 1)), zeros)
 
 
 def is_mirrored(lqs: Tensor) -> bool:
@@ -236,7 +243,8 @@ class RecurrentVSR(nn.Module):
             Tensor: (B, T, 3, sH, sW); with ``return_states``, a tuple (output, PropagationStates); with
             ``states_only``, the PropagationStates.
         """
-        feats, out = self.propagate(lqs, init_states, outputs=0 if states_only else None)
+        keep = return_states or states_only
+        feats, out = self.propagate(lqs, init_states, outputs=0 if states_only else None, keep=keep)
         if states_only:
             return PropagationStates.from_frames(feats, lqs, self.order, init_states)
         if not return_states:
@@ -245,10 +253,15 @@ class RecurrentVSR(nn.Module):
 
     def propagate(self, lqs: Tensor, init_states: Optional[BoundaryStates] = None,
                   branches: Optional[Sequence[str]] = None,
-                  outputs: Optional[int] = None) -> Tuple[Dict[str, List[Tensor]], Optional[Tensor]]:
+                  outputs: Optional[int] = None,
+                  keep: bool = True) -> Tuple[Dict[str, List[Tensor]], Optional[Tensor]]:
         """One pass, or a piece of one: the branches ``branches`` (a prefix of ``self.branches``; default
         all) over ``lqs`` from ``init_states`` (which then holds those branches only), and the
         reconstruction of the first ``outputs`` frames (default all; 0: none; needs every branch).
+
+        ``keep=False`` (only with every frame reconstructed) drops the branches' outputs at a frame as soon
+        as its SR frame is made, as BasicSR's networks do: a pass then holds one branch fewer of features
+        (``feats`` comes back empty).
 
         Returns:
             tuple: (feats, out): per branch run, its T outputs (B, C, h, w) in time order; the
@@ -262,6 +275,8 @@ class RecurrentVSR(nn.Module):
         outputs = t if outputs is None else outputs
         if outputs and len(branches) < len(self.branches):
             raise ValueError('outputs: the reconstruction needs every branch')
+        if not keep and outputs < t:
+            raise ValueError('keep=False: only for a pass that reconstructs every frame')
         host = self.keep_on_host(lqs)
         frames = self.encode(lqs)
         if init_states is not None:
@@ -277,11 +292,18 @@ class RecurrentVSR(nn.Module):
                 branch_feats = {k: v[i].to(device) for k, v in feats.items()}
                 branch_feats[name] = out
                 srs[i] = store(self.reconstruct(lqs[:, i], frames[i].to(device), branch_feats), host)
+                if not keep:
+                    for k in feats:  # every branch has been run at frame i: nothing reads these again
+                        feats[k][i] = None
 
         for name in branches:
             walk = branch_walk(name, t, init_states, kb, ka, flows_forward, flows_backward)
             last = outputs and name == self.branches[-1]
-            feats[name] = self._walk(name, walk, frames, feats, host, device, reconstruct if last else None)
+            result = self._walk(name, walk, frames, feats, host, device, reconstruct if last else None,
+                                keep=keep or not last)
+            feats[name] = result
+        if not keep:
+            feats = {}
         if not outputs:
             return feats, None
         return feats, torch.stack(srs, dim=1)  # (B, outputs, 3, sH, sW)
@@ -315,8 +337,9 @@ class RecurrentVSR(nn.Module):
         return pair_flows(self.spynet, frames, backward=False)
 
     def _walk(self, name: str, walk: BranchWalk, frames: List[Tensor], feats: Dict[str, List[Tensor]], host: bool,
-              device: torch.device, after_step=None) -> List[Tensor]:
-        """Run branch ``name`` along ``walk``; returns its T outputs in time order. ``after_step(i, name, out)``,
+              device: torch.device, after_step=None, keep: bool = True) -> List[Tensor]:
+        """Run branch ``name`` along ``walk``; returns its T outputs in time order (None each where not
+        ``keep``: the walk then holds only the K outputs its history needs). ``after_step(i, name, out)``,
         if given, runs after the step at each frame i."""
         outs: Dict[int, Tensor] = dict(enumerate(walk.history))  # position -> (B, C, h, w)
         result: List[Tensor] = [None] * len(walk.frames)
@@ -326,7 +349,8 @@ class RecurrentVSR(nn.Module):
             out = self.step(name, frames[i].to(device), others, History(walk, outs, p, batch))
             outs[p] = out
             outs.pop(p - self.order, None)  # only the last K outputs are looked at
-            result[i] = store(out, host)
+            if keep:
+                result[i] = store(out, host)
             if after_step is not None:
                 after_step(i, name, out)
         return result
