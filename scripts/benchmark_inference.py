@@ -84,6 +84,15 @@ def _streamed(net, lqs, mode: str, **kw):
     return torch.cat([sr for _, sr in stream(net, lambda a, b: lqs[:, a:b], lqs.size(1), mode, **kw)], dim=1)
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (0 where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def vid4_child(args) -> dict:
     import numpy as np
     import torch
@@ -93,6 +102,11 @@ def vid4_child(args) -> dict:
     sys.path.insert(0, REPO)
     from lrti_plugin.video_io import FrameFolder, list_frames
 
+    if args.keep_freed_memory:
+        from lrti_plugin.utils.host_memory import keep_freed_memory
+        if not keep_freed_memory():
+            raise SystemExit('--keep-freed-memory: not applied (needs glibc; LRTI_KEEP_FREED_MEMORY and MALLOC_*_ '
+                             'unset)')
     ours, theirs = _official_nets(args)
     rows = {}
     for clip in args.clips:
@@ -109,13 +123,14 @@ def vid4_child(args) -> dict:
         with torch.no_grad():  # warm-up on a few frames, so that no entry pays for first-call allocations
             theirs(lqs[:, :3])
             ours(lqs[:, :3])
-        names, times, results = list(fns), {}, {}
+        names, times, faults, results = list(fns), {}, {}, {}
         for r in range(args.repeats):  # round robin, every other round reversed: no entry always goes first
             for name in (names if r % 2 == 0 else names[::-1]):
-                t0 = time.perf_counter()
+                f0, t0 = _minor_faults(), time.perf_counter()
                 with torch.no_grad():
                     out = fns[name]()
                 times.setdefault(name, []).append(time.perf_counter() - t0)
+                faults.setdefault(name, []).append(_minor_faults() - f0)
                 results[name] = (out, min(times[name]))
                 print(f'[benchmark] {clip}, round {r + 1}/{args.repeats}: {name} {times[name][-1]:.1f} s',
                       file=sys.stderr, flush=True)
@@ -127,7 +142,7 @@ def vid4_child(args) -> dict:
                 'psnr_y': float(np.mean([calculate_psnr(u, g, 0, test_y_channel=True) for u, g in zip(u8, gts)])),
                 'max_abs_vs_whole': float((out - whole).abs().max()),
                 'max_levels_vs_whole': int(np.abs(u8.astype(int) - whole_u8).max()),
-                'seconds': sec, 'all_seconds': times[name], 'frames': lqs.size(1)}
+                'seconds': sec, 'all_seconds': times[name], 'page_faults': faults[name], 'frames': lqs.size(1)}
         print(f'[benchmark] {clip}: done', file=sys.stderr, flush=True)
     return rows
 
@@ -245,6 +260,8 @@ def main(argv=None) -> int:
     parser.add_argument('--ops', type=int, metavar='FRAMES',
                         help='also count the operators of both whole passes over the first FRAMES frames of the '
                         'first clip (torch.profiler; the counts do not depend on the machine\'s load)')
+    parser.add_argument('--keep-freed-memory', action='store_true',
+                        help='Vid4 part: glibc keeps freed memory, as lrti_plugin.infer sets it (both networks)')
     parser.add_argument('--json', help='write the results here')
     parser.add_argument('--child', choices=('vid4', 'memory', 'ops'), help=argparse.SUPPRESS)
     parser.add_argument('--mode', help=argparse.SUPPRESS)
@@ -263,6 +280,7 @@ def main(argv=None) -> int:
             modes = ['--modes', *args.modes] if args.modes else []
             result['vid4'] = child(['--child', 'vid4', '--vid4', args.vid4, '--weights', args.weights, '--clips',
                                     *args.clips, '--repeats', str(args.repeats), *modes, *common,
+                                    *(['--keep-freed-memory'] if args.keep_freed_memory else []),
                                     *(['--frames', str(args.frames)] if args.frames else [])])
             result['whole_vs_basicsr'] = paired_speed(result['vid4'])
             print_vid4(result['vid4'])
@@ -312,7 +330,12 @@ def paired_speed(rows: dict) -> dict:
     print(f'\nOur whole pass against BasicSR\'s BasicVSR, round by round ({", ".join(clips)} summed): '
           + ', '.join(f'{b:.1f} / {a:.1f} s = {r:.3f}x' for a, b, r in zip(ours, theirs, ratios))
           + f'; median {median:.3f}x, range {min(ratios):.3f}-{max(ratios):.3f}x')
-    return {'ours_seconds': ours, 'basicsr_seconds': theirs, 'ratios': ratios, 'median': median}
+    ours_faults = [sum(f) for f in zip(*(rows['whole'][c]['page_faults'] for c in clips))]
+    theirs_faults = [sum(f) for f in zip(*(rows[BASICSR][c]['page_faults'] for c in clips))]
+    print(f'Minor page faults per pass, median: ours {statistics.median(ours_faults):.0f}, '
+          f'BasicSR {statistics.median(theirs_faults):.0f}')
+    return {'ours_seconds': ours, 'basicsr_seconds': theirs, 'ratios': ratios, 'median': median,
+            'ours_page_faults': ours_faults, 'basicsr_page_faults': theirs_faults}
 
 
 def print_memory(rows: dict, lengths, size) -> None:

@@ -13,12 +13,16 @@ def _script():
 
 def test_paired_speed_pairs_the_rounds_and_sums_the_clips(capsys):
     bench = _script()
-    rows = {'whole': {'calendar': {'all_seconds': [10.0, 12.0, 11.0]}, 'city': {'all_seconds': [5.0, 3.0, 4.0]}},
-            bench.BASICSR: {'calendar': {'all_seconds': [9.0, 15.0, 13.0]}, 'city': {'all_seconds': [6.0, 5.0, 2.0]}}}
+    rows = {'whole': {'calendar': {'all_seconds': [10.0, 12.0, 11.0], 'page_faults': [5, 0, 7]},
+                      'city': {'all_seconds': [5.0, 3.0, 4.0], 'page_faults': [1, 2, 3]}},
+            bench.BASICSR: {'calendar': {'all_seconds': [9.0, 15.0, 13.0], 'page_faults': [0, 0, 0]},
+                            'city': {'all_seconds': [6.0, 5.0, 2.0], 'page_faults': [9, 0, 0]}}}
     speed = bench.paired_speed(rows)
+    assert speed['ours_page_faults'] == [6, 2, 10] and speed['basicsr_page_faults'] == [9, 0, 0]
     assert speed['ours_seconds'] == [15.0, 15.0, 15.0] and speed['basicsr_seconds'] == [15.0, 20.0, 15.0]
     assert speed['ratios'] == [1.0, 20.0 / 15.0, 1.0] and speed['median'] == 1.0
-    assert 'median 1.000x, range 1.000-1.333x' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'median 1.000x, range 1.000-1.333x' in out and 'ours 6, BasicSR 0' in out
 
 
 def test_a_failing_child_shows_its_own_error_and_stops_the_run(capfd):
