@@ -299,9 +299,8 @@ class RecurrentVSR(nn.Module):
         for name in branches:
             walk = branch_walk(name, t, init_states, kb, ka, flows_forward, flows_backward)
             last = outputs and name == self.branches[-1]
-            result = self._walk(name, walk, frames, feats, host, device, reconstruct if last else None,
-                                keep=keep or not last)
-            feats[name] = result
+            feats[name] = self._walk(name, walk, frames, feats, host, device, reconstruct if last else None,
+                                     keep=keep or not last)
         if not keep:
             feats = {}
         if not outputs:
