@@ -159,12 +159,12 @@ class History:
         ``zeros`` is the zero tensor, or a function that makes it: then it is called only where some
         sample has no such output (a whole pass: at the first step of each branch only)."""
         real = self.real(k)
-        if all(real):
-            return flow_warp(self.feat(k), self.flow(k).permute(0, 2, 3, 1))
-        zeros = zeros() if callable(zeros) else zeros
         if not any(real):
-            return zeros
-        return select(real, flow_warp(self.feat(k), self.flow(k).permute(0, 2, 3, 1)), zeros)
+            return zeros() if callable(zeros) else zeros
+        aligned = flow_warp(self.feat(k), self.flow(k).permute(0, 2, 3, 1))
+        if all(real):
+            return aligned
+        return select(real, aligned, zeros() if callable(zeros) else zeros)
 
 
 def is_mirrored(lqs: Tensor) -> bool:
