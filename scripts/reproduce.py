@@ -11,10 +11,11 @@ plus ``set`` (dotted keys -> values) and ``drop`` (dotted keys removed)::
     name: scale1_basicvsr
     base: options/finetune_basicvsr_real_lrti.yml
     seeds: [0, 1]
-    reference: experiments/pretrained_models/BasicVSR/BasicVSR_Vimeo90K_BIx4-2a29695a.pth   # optional
+    reference: experiments/pretrained_models/BasicVSR/BasicVSR_Vimeo90K_BIx4-2a29695a.pth   # optional; or bicubic
     test:
       vid4: {lq: ../shared/data/vid4/BIx4, gt: ../shared/data/vid4/GT}     # folders of clip folders
       mine: {gt: my_clips}          # no lq: the x4 MATLAB-bicubic LR is made from the GT
+      mine_chunks: {gt: my_clips, chunk: 4}   # each clip in independent 4-frame passes
     arms:
       lrti: {}
       lrti_zeros: {set: {train.lrti.init: zeros}}
@@ -56,7 +57,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # reproduce_{eval,report,runs}.py
 
 import yaml  # noqa: E402
-from reproduce_eval import CampaignError, eval_run  # noqa: E402
+from reproduce_eval import BICUBIC, CampaignError, eval_run  # noqa: E402
 from reproduce_report import plot_per_frame, plot_validation, write_markdown  # noqa: E402
 from reproduce_runs import State, experiment_dir, export_campaign, is_scored, parse_logs, train_run  # noqa: E402
 
@@ -86,8 +87,12 @@ def load_campaign(path: str) -> dict:
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in camp['seeds']):
         raise CampaignError(f'{path}: seeds must be a list of ints, got {camp["seeds"]!r}')
     for name, spec in (camp.get('test') or {}).items():
-        if not isinstance(spec, dict) or set(spec) - {'lq', 'gt', 'max_frames'} or 'gt' not in spec:
-            raise CampaignError(f'{path}: test.{name}: expected {{gt: folder[, lq: folder][, max_frames: n]}}')
+        if not isinstance(spec, dict) or set(spec) - {'lq', 'gt', 'max_frames', 'chunk'} or 'gt' not in spec:
+            raise CampaignError(f'{path}: test.{name}: expected {{gt: folder[, lq: folder][, max_frames: n]'
+                                '[, chunk: n]}')
+        if 'chunk' in spec and not (isinstance(spec['chunk'], int) and spec['chunk'] > 0):
+            raise CampaignError(f'{path}: test.{name}.chunk: expected a positive number of frames, '
+                                f'got {spec["chunk"]!r}')
     compare = camp.get('compare')
     if compare is None:  # default: every arm against the first
         first, *rest = camp['arms']
@@ -297,6 +302,9 @@ def run_campaign(args) -> int:
             if key in test and not os.path.isdir(test[key]):
                 raise CampaignError(f'test.{name}.{key}: folder {test[key]} not found')
 
+    if camp.get('reference') not in (None, BICUBIC) and not os.path.isfile(camp['reference']):
+        raise CampaignError(f'{args.campaign}: reference weights {camp["reference"]!r} not found '
+                            f'(a file, or {BICUBIC!r})')
     reference = {}
     if camp.get('reference') and tests and not args.no_eval and not args.report:
         reference = eval_run(os.path.join(out, 'reference'), base['network_g'], camp['reference'], tests, args.threads)

@@ -1,7 +1,10 @@
 """The scoring half of ``scripts/reproduce.py``: a run's weights on every clip of every test set.
 
-Each clip runs in one whole-sequence pass (the field's convention); Y and RGB PSNR/SSIM per frame with BasicSR's
-metrics (crop border 0, output rounded to uint8 as ``tensor2img``); results cached in ``eval_<set>.json``.
+Each clip runs in one whole-sequence pass (the field's convention), or in independent passes over consecutive
+chunks of ``chunk`` frames (each from zero states: what a network gets from a clip when it cannot carry anything
+across chunk borders); Y and RGB PSNR/SSIM per frame with BasicSR's metrics (crop border 0, output rounded to uint8
+as ``tensor2img``); results cached in ``eval_<set>.json``. The reference ``bicubic`` is BasicSR's MATLAB-style
+bicubic upscaling of the LR frames.
 """
 import json
 import os
@@ -31,9 +34,28 @@ def read_clip(folder: str, max_frames=None):
     return frames
 
 
-def build_net(network_opt: dict, weights: str):
-    """The network of ``network_opt`` with ``weights`` (``params_ema`` if present, else ``params``)."""
+BICUBIC = 'bicubic'  # a reference that is no network: BasicSR's MATLAB-style bicubic upscaling
+
+
+def bicubic_upscaler(scale: int = 4):
+    """A callable like a VSR network, (b, t, c, h, w) -> (b, t, c, h*scale, w*scale): MATLAB-style bicubic of
+    every frame (BasicSR's ``imresize``), clamped to [0, 1]."""
     import torch
+    from basicsr.utils.matlab_functions import imresize
+
+    def upscale(x):
+        b, t = x.shape[:2]
+        frames = [imresize(f, scale).clamp_(0, 1) for f in x.flatten(0, 1)]
+        return torch.stack(frames).unflatten(0, (b, t))
+    return upscale
+
+
+def build_net(network_opt: dict, weights: str):
+    """The network of ``network_opt`` with ``weights`` (``params_ema`` if present, else ``params``); for
+    ``weights`` = ``bicubic``, the bicubic upscaler."""
+    import torch
+    if weights == BICUBIC:
+        return bicubic_upscaler(4)  # the runner scores x4 (its test LR is x4)
     from basicsr.archs import build_network
 
     net = build_network(deepcopy(network_opt))
@@ -43,8 +65,19 @@ def build_net(network_opt: dict, weights: str):
     return net.eval()
 
 
+def run_clip(net, x, chunk=None):
+    """``net`` on one clip ``x`` (t, c, h, w), no grad: one whole-sequence pass, or one independent pass per
+    ``chunk`` consecutive frames (the last chunk may be shorter)."""
+    import torch
+
+    step = chunk or x.shape[0]
+    with torch.no_grad():
+        return torch.cat([net(x[i:i + step].unsqueeze(0))[0] for i in range(0, x.shape[0], step)])
+
+
 def evaluate(net, test: dict) -> dict:
-    """Score ``net`` on every clip of one test set; each clip in one whole-sequence pass (no grad)."""
+    """Score ``net`` on every clip of one test set; each clip in one whole-sequence pass, or in independent
+    chunks of ``test['chunk']`` frames (no grad)."""
     import numpy as np
     import torch
     from basicsr.metrics import calculate_psnr, calculate_ssim
@@ -67,8 +100,7 @@ def evaluate(net, test: dict) -> dict:
             raise CampaignError(f'{clip}: {len(lqs)} LR frames but {len(gts)} GT frames')
         x = torch.stack(img2tensor([f.astype(np.float32) / 255.0 for f in lqs], bgr2rgb=True, float32=True))
         t0 = time.time()
-        with torch.no_grad():
-            out = net(x.unsqueeze(0))[0]  # (T, 3, 4H, 4W)
+        out = run_clip(net, x, test.get('chunk'))  # (T, 3, 4H, 4W)
         seconds = time.time() - t0
         per = {'psnr_y': [], 'ssim_y': [], 'psnr': [], 'ssim': []}
         for i, gt in enumerate(gts):

@@ -27,7 +27,8 @@ def write_markdown(camp: dict, out: str, report: dict) -> str:
         ref = (report['reference'] or {}).get(test)
         if ref:
             m = ref['mean_of_clips']
-            lines.append(f'| reference (untouched weights) | {m["psnr_y"]:.4f} | {m["ssim_y"]:.4f} | {m["psnr"]:.4f} '
+            what = 'bicubic' if camp.get('reference') == 'bicubic' else 'untouched weights'
+            lines.append(f'| reference ({what}) | {m["psnr_y"]:.4f} | {m["ssim_y"]:.4f} | {m["psnr"]:.4f} '
                          '| 0 | | | | |')
         for entry in arms.values():
             s = entry['summary'].get(test)

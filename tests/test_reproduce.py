@@ -45,8 +45,10 @@ def _campaign(tiny_data, tmp_path):
     tests = _test_set(tiny_data, tmp_path / 'testset')
     plain_drop = ['train.lrti', 'datasets.train.long_frames', 'datasets.train.clip_frames', 'datasets.train.num_clips']
     camp = {'name': 'tiny', 'base': base, 'seeds': [3],
+            'reference': 'bicubic',
             'test': {'tiny': {'lq': str(tests / 'LR'), 'gt': str(tests / 'GT')},
-                     'tiny_made_lr': {'gt': str(tests / 'GT')}},  # the runner makes the same x4 LR
+                     'tiny_made_lr': {'gt': str(tests / 'GT')},  # the runner makes the same x4 LR
+                     'tiny_chunks': {'lq': str(tests / 'LR'), 'gt': str(tests / 'GT'), 'chunk': 2}},
             'arms': {'plain': {'drop': plain_drop, 'set': {'datasets.train.type': 'LRTIRecurrentDataset',
                                                            'datasets.train.clip_frames': 3,
                                                            'datasets.train.batch_size_per_gpu': 2}},
@@ -101,8 +103,21 @@ def test_campaign_killed_mid_run_resumes_and_reports(tiny_data, tmp_path):
     frames = json.loads((out / 'lrti_s3' / 'eval_tiny.json').read_text())['clips']['chelsea']
     assert made['per_frame'] == frames['per_frame']
     assert len(frames['per_frame']['psnr_y']) == len(os.listdir(tmp_path / 'testset' / 'GT' / 'chelsea'))
+    # scored in independent 2-frame chunks: every frame scored, and not the whole pass's frames (the chunk
+    # borders cut both propagation directions); run_clip's own test checks the chunks themselves
+    chunks = json.loads((out / 'lrti_s3' / 'eval_tiny_chunks.json').read_text())['clips']['chelsea']
+    assert len(chunks['per_frame']['psnr']) == len(frames['per_frame']['psnr'])
+    assert chunks['per_frame']['psnr'] != frames['per_frame']['psnr']
+    # the bicubic reference: the demo's own MATLAB-style bicubic of the same LR, scored independently
+    from basicsr.metrics import calculate_psnr
+    from lrti_demo.report import bicubic_x4
+
+    bic = json.loads((out / 'reference' / 'eval_tiny.json').read_text())['clips']['chelsea']['per_frame']['psnr']
+    gts = [cv2.imread(str(tmp_path / 'testset' / 'GT' / 'chelsea' / f))
+           for f in sorted(os.listdir(tmp_path / 'testset' / 'GT' / 'chelsea'))]
+    assert bic == pytest.approx([calculate_psnr(bicubic_x4(g)[1], g, 0) for g in gts], abs=1e-6)
     md = (out / 'report.md').read_text()
-    assert '| LRTI |' in md and '| plain |' in md
+    assert '| LRTI |' in md and '| plain |' in md and '| reference (bicubic) |' in md
     for png in ('val_curves.png', 'per_frame_tiny.png', 'per_frame_tiny_made_lr.png'):
         assert cv2.imread(str(out / png)) is not None, png
 
@@ -134,6 +149,8 @@ def test_campaign_killed_mid_run_resumes_and_reports(tiny_data, tmp_path):
     ({'seeds': ['0']}, 'seeds must be a list of ints'),
     ({'bogus': 1}, "unknown key 'bogus'"),
     ({'arms': {'a': {'set': {'train.nope.x': 1}}}}, "arms.a.set: option 'train.nope' does not exist"),
+    ({'test': {'t': {'gt': '.', 'chunk': 0}}}, r'test\.t\.chunk: expected a positive number of frames, got 0'),
+    ({'reference': 'nowhere.pth'}, "reference weights 'nowhere.pth' not found"),
 ])
 def test_bad_campaign_files_are_one_line_errors(tiny_data, tmp_path, capsys, edit, match):
     camp = yaml.safe_load(_campaign(tiny_data, tmp_path).read_text())
@@ -236,6 +253,24 @@ def test_campaign_compares_every_arm_with_the_first_by_default(tiny_data, tmp_pa
     path.write_text(yaml.safe_dump(bad))
     with pytest.raises(reproduce.CampaignError, match="compare: no arm 'nope'"):
         reproduce.load_campaign(str(path))
+
+
+def test_chunked_scoring_runs_each_chunk_from_scratch():
+    """``chunk: n`` runs the network once per n consecutive frames (the last chunk shorter), nothing carried
+    across: a network whose output sums the frames so far shows every border."""
+    import torch
+    from reproduce_eval import run_clip
+
+    x = torch.arange(5.0).view(5, 1, 1, 1)
+    calls = []
+
+    def net(clip):  # (1, t, c, h, w) -> running sum over t
+        calls.append(clip.shape[1])
+        return clip.cumsum(1)
+
+    assert run_clip(net, x).flatten().tolist() == [0, 1, 3, 6, 10] and calls == [5]
+    calls.clear()
+    assert run_clip(net, x, chunk=2).flatten().tolist() == [0, 1, 2, 5, 4] and calls == [2, 2, 1]
 
 
 def test_peak_rss_is_the_childs_own_not_the_runners():
