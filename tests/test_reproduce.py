@@ -110,6 +110,7 @@ def test_campaign_killed_mid_run_resumes_and_reports(tiny_data, tmp_path):
     assert chunks['per_frame']['psnr'] != frames['per_frame']['psnr']
     # the bicubic reference: the demo's own MATLAB-style bicubic of the same LR, scored independently
     from basicsr.metrics import calculate_psnr
+
     from lrti_demo.report import bicubic_x4
 
     bic = json.loads((out / 'reference' / 'eval_tiny.json').read_text())['clips']['chelsea']['per_frame']['psnr']
