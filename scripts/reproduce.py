@@ -295,6 +295,7 @@ def run_campaign(args) -> int:
         if arm not in camp['arms']:
             raise CampaignError(f'--arms: no arm {arm!r} in {args.campaign} (arms: {", ".join(camp["arms"])})')
     seeds = args.seeds if args.seeds is not None else camp['seeds']
+    camp = {**camp, 'seeds': seeds}  # the report covers the seeds of this call
     tests = {k: {**v, **{p: os.path.abspath(v[p]) for p in ('lq', 'gt') if p in v}}
              for k, v in (camp.get('test') or {}).items()}
     for name, test in tests.items():

@@ -142,6 +142,10 @@ def test_campaign_killed_mid_run_resumes_and_reports(tiny_data, tmp_path):
     assert reproduce.main([str(camp), '--out', str(again)]) == 0
     assert json.loads((again / 'campaign.json').read_text())['runs'] == runs
     assert (again / 'report.md').read_text() == (out / 'report.md').read_text()
+    # --seeds: the report names the seeds asked for (a report mode call trains nothing for the missing seed 7)
+    assert reproduce.main([str(camp), '--out', str(again), '--report', '--seeds', '3', '7']) == 0
+    assert json.loads((again / 'report.json').read_text())['seeds'] == [3, 7]
+    assert 'Seeds [3, 7];' in (again / 'report.md').read_text() and not (again / 'lrti_s7').exists()
 
 
 @pytest.mark.parametrize('edit, match', [
