@@ -53,9 +53,9 @@ def bicubic_upscaler(scale: int = 4):
 def build_net(network_opt: dict, weights: str):
     """The network of ``network_opt`` with ``weights`` (``params_ema`` if present, else ``params``); for
     ``weights`` = ``bicubic``, the bicubic upscaler."""
-    import torch
     if weights == BICUBIC:
         return bicubic_upscaler(4)  # the runner scores x4 (its test LR is x4)
+    import torch
     from basicsr.archs import build_network
 
     net = build_network(deepcopy(network_opt))

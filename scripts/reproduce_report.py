@@ -1,6 +1,8 @@
 """The report half of ``scripts/reproduce.py``: the markdown table and the plots of a campaign."""
 import os
 
+from reproduce_eval import BICUBIC
+
 
 def write_markdown(camp: dict, out: str, report: dict) -> str:
     lines = [f'# Campaign `{camp["name"]}`', '', f'Seeds {camp["seeds"]}; mean ± sample std over the seeds that '
@@ -27,7 +29,7 @@ def write_markdown(camp: dict, out: str, report: dict) -> str:
         ref = (report['reference'] or {}).get(test)
         if ref:
             m = ref['mean_of_clips']
-            what = 'bicubic' if camp.get('reference') == 'bicubic' else 'untouched weights'
+            what = BICUBIC if camp.get('reference') == BICUBIC else 'untouched weights'
             lines.append(f'| reference ({what}) | {m["psnr_y"]:.4f} | {m["ssim_y"]:.4f} | {m["psnr"]:.4f} '
                          '| 0 | | | | |')
         for entry in arms.values():
