@@ -1,0 +1,69 @@
+"""scripts/probe_states.py: per-frame state RMS of trained runs over whole clips, and its one-line errors."""
+import json
+import sys
+
+import torch
+import yaml
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / 'scripts'))
+import probe_states  # noqa: E402
+
+NET = {'type': 'LRTIBasicVSR', 'num_feat': 8, 'num_block': 1, 'spynet_path': None}
+
+
+def _run_dir(root, name, seed, psnr=None):
+    """A scripts/reproduce.py run folder holding a random tiny network (and, if given, its eval_heldout.json)."""
+    from basicsr.archs import build_network
+
+    import lrti_plugin  # noqa: F401  (registers the archs)
+
+    torch.manual_seed(seed)
+    net = build_network(dict(NET))
+    run = root / name
+    (run / 'experiments' / name / 'models').mkdir(parents=True)
+    torch.save({'params': net.state_dict()}, run / 'experiments' / name / 'models' / 'net_g_latest.pth')
+    (run / 'train.yml').write_text(yaml.safe_dump({'name': name, 'network_g': NET}))
+    if psnr is not None:
+        (run / 'eval_heldout.json').write_text(json.dumps({'clips': {'chelsea': {'per_frame': {'psnr_y': psnr}}}}))
+    return run
+
+
+def test_probe_records_each_branch_state_rms_in_clip_order(tiny_data, tmp_path):
+    """Frame 0's forward state and the last frame's backward state depend on that frame alone (each is where its
+    branch starts), so they match a one-frame pass; the other frames do not. The RMS is sqrt(mean(x**2))."""
+    runs = [_run_dir(tmp_path, 'a', 0, psnr=[20.0, 21.0, 22.0, 23.0]), _run_dir(tmp_path, 'b', 1)]
+    out = tmp_path / 'probe'
+    assert probe_states.main([str(r) for r in runs] + ['--gt', str(tiny_data / 'heldout_png'),
+                                                       '--out', str(out)]) == 0
+    result = json.loads((out / 'states.json').read_text())
+    assert list(result['runs']) == ['a', 'b'] and (out / 'states.png').stat().st_size > 0
+    a = result['runs']['a']['clips']['chelsea']
+    assert a['psnr_y'] == [20.0, 21.0, 22.0, 23.0] and result['runs']['b']['clips']['chelsea']['psnr_y'] is None
+
+    x = probe_states.lr_clip(str(tiny_data / 'heldout_png' / 'chelsea'))
+    net = probe_states.build_net(NET, str(runs[0] / 'experiments' / 'a' / 'models' / 'net_g_latest.pth'))
+    assert len(a['rms']['forward']) == len(a['rms']['backward']) == x.shape[0] == 4
+    first, last = probe_states.state_rms(net, x[:1]), probe_states.state_rms(net, x[-1:])
+    assert abs(a['rms']['forward'][0] - first['forward'][0]) < 1e-6
+    assert abs(a['rms']['backward'][-1] - last['backward'][0]) < 1e-6
+    assert abs(a['rms']['backward'][0] - first['backward'][0]) > 1e-4  # frame 0 backward has seen the whole clip
+    with torch.no_grad():
+        _, states = net(x.unsqueeze(0), return_states=True)
+    f = states.feats['forward'][0, 2]
+    assert abs(a['rms']['forward'][2] - float((f ** 2).mean().sqrt())) < 1e-6
+    assert a['rms'] != result['runs']['b']['clips']['chelsea']['rms']  # each run its own weights
+
+
+def test_probe_names_the_unfinished_run_and_writes_nothing(tiny_data, tmp_path, capsys):
+    good = _run_dir(tmp_path, 'a', 0)
+    bad = _run_dir(tmp_path, 'b', 1)
+    (bad / 'experiments' / 'b' / 'models' / 'net_g_latest.pth').unlink()
+    out = tmp_path / 'probe'
+    assert probe_states.main([str(good), str(bad), '--gt', str(tiny_data / 'heldout_png'), '--out', str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'net_g_latest.pth' in err[0] and '/b/' in err[0], err
+    assert not out.exists()
+    assert probe_states.main([str(tmp_path / 'nope'), '--gt', str(tiny_data / 'heldout_png'),
+                              '--out', str(out)]) == 1
+    assert 'no train.yml' in capsys.readouterr().err and not out.exists()
