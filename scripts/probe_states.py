@@ -3,16 +3,18 @@ every frame of one whole-sequence pass (no grad), one line per run.
 
 A recurrent VSR network trained on short clips from zero states is never asked what its recurrence does after more
 steps than a clip has; some seeds learn a state update that grows along the clip and the output collapses there
-(docs/results.md, sections 1 and 4). This probe shows whether that happened to a run, next to its per-frame Y-PSNR
-(read from the run's ``eval_<set>.json`` when ``scripts/reproduce.py`` has scored it).
+(docs/results.md, sections 1, 2 and 4). This probe shows whether that happened to a run: the same whole pass also
+gives its per-frame Y-PSNR.
 
     python scripts/probe_states.py results/reproduce/scale2_basicvsr/{plain_short_s0,lrti_4clips_s0} \\
         --gt demo/data/heldout_png --out results/probe_states/scale2_s0
 
-Each run folder is one of ``scripts/reproduce.py``'s: ``train.yml`` (the network) and
-``experiments/<name>/models/net_g_latest.pth``. The LR frames are made from the GT frames exactly as the runner
-makes them (x4 MATLAB-style bicubic). Writes ``states.json`` (per run, clip and branch: the RMS at every frame, in
-clip order) and ``states.png`` under ``--out`` and prints a table.
+Each run is one of ``scripts/reproduce.py``'s run folders (``train.yml``, the network, and
+``experiments/<name>/models/net_g_latest.pth``) or a training options file, whose weights are then read from
+``experiments/<name>/models/net_g_latest.pth`` under the current folder (BasicSR's layout; ``make demo``'s
+``demo/train_lrti.yml``, for instance). The LR frames are made from the GT frames exactly as the runner
+makes them (x4 MATLAB-style bicubic). Writes ``states.json`` (per run and clip: each branch's RMS and the Y-PSNR at
+every frame, in clip order) and ``states.png`` under ``--out``, and prints one line per run and clip.
 """
 import argparse
 import json
@@ -24,25 +26,29 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reproduce_eval import CampaignError, build_net, read_clip  # noqa: E402
 
 
-def load_run(run_dir: str):
-    """(name, network options, weights path) of one reproduce run folder."""
+def load_run(run: str):
+    """(name, network options, weights path) of one reproduce run folder or training options file."""
     import yaml
 
-    opt_file = os.path.join(run_dir, 'train.yml')
+    is_opt = run.endswith(('.yml', '.yaml'))
+    opt_file = run if is_opt else os.path.join(run, 'train.yml')
     if not os.path.isfile(opt_file):
-        raise CampaignError(f'{run_dir}: no train.yml (not a scripts/reproduce.py run folder)')
+        raise CampaignError(f'{run}: no such options file' if is_opt else
+                            f'{run}: no train.yml (not a scripts/reproduce.py run folder)')
     with open(opt_file) as f:
         opt = yaml.load(f, Loader=yaml.UnsafeLoader)  # the runner writes !!python/name tags
     if not isinstance(opt, dict) or 'network_g' not in opt or 'name' not in opt:
         raise CampaignError(f'{opt_file}: no network_g or name')
-    weights = os.path.join(run_dir, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
+    root = os.getcwd() if is_opt else run
+    weights = os.path.join(root, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
     if not os.path.isfile(weights):
         raise CampaignError(f'{weights}: missing (the run has not finished training)')
     return opt['name'], opt['network_g'], weights
 
 
-def lr_clip(folder: str, max_frames=None):
-    """(T, 3, H/4, W/4) float tensor in [0, 1], RGB: the clip's x4 MATLAB-style bicubic LR, as the runner makes it."""
+def read_pair(folder: str, max_frames=None):
+    """(LR, GT) of one clip: LR a (T, 3, H/4, W/4) float tensor in [0, 1], RGB, made as the runner makes it (x4
+    MATLAB-style bicubic of the GT cropped to a multiple of 4); GT those cropped BGR uint8 frames."""
     import numpy as np
     import torch
     from basicsr.utils import img2tensor
@@ -51,26 +57,23 @@ def lr_clip(folder: str, max_frames=None):
 
     gts = [g[:g.shape[0] // 4 * 4, :g.shape[1] // 4 * 4] for g in read_clip(folder, max_frames)]
     lqs = [bicubic_downscale(g, 4) for g in gts]
-    return torch.stack(img2tensor([f.astype(np.float32) / 255.0 for f in lqs], bgr2rgb=True, float32=True))
+    return torch.stack(img2tensor([f.astype(np.float32) / 255.0 for f in lqs], bgr2rgb=True, float32=True)), gts
 
 
-def state_rms(net, x) -> dict:
-    """Branch name -> the RMS of its state (output features) at every frame of one whole pass over ``x``
-    (T, 3, h, w), in clip order (a backward branch reaches frame 0 last)."""
+def probe_clip(net, x, gts=None) -> tuple:
+    """One whole pass over ``x`` (T, 3, h, w), no grad: (branch name -> the RMS of its state, i.e. its output
+    features, at every frame in clip order (a backward branch reaches frame 0 last), and the per-frame Y-PSNR of
+    the output against ``gts`` as the runner scores it (uint8 as ``tensor2img``, crop border 0), or None)."""
     import torch
+    from basicsr.metrics import calculate_psnr
+    from basicsr.utils import tensor2img
 
     with torch.no_grad():
-        states = net(x.unsqueeze(0), states_only=True)
-    return {name: f[0].pow(2).mean(dim=(1, 2, 3)).sqrt().tolist() for name, f in states.feats.items()}
-
-
-def per_frame_psnr(run_dir: str, test: str) -> dict:
-    """Clip -> per-frame Y-PSNR of the run's whole-pass scoring on ``test`` (empty if not scored)."""
-    path = os.path.join(run_dir, f'eval_{test}.json')
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return {c: v['per_frame']['psnr_y'] for c, v in json.load(f)['clips'].items()}
+        out, states = net(x.unsqueeze(0), return_states=True)
+    rms = {name: f[0].double().pow(2).mean(dim=(1, 2, 3)).sqrt().tolist() for name, f in states.feats.items()}
+    psnr = None if gts is None else [float(calculate_psnr(tensor2img([o]), gt, 0, test_y_channel=True))
+                                     for o, gt in zip(out[0], gts)]
+    return rms, psnr
 
 
 def plot(result: dict, out_png: str) -> None:
@@ -89,8 +92,7 @@ def plot(result: dict, out_png: str) -> None:
             entry = result['runs'][run]['clips'][clip]
             for c, b in enumerate(branches):
                 axes[r][c].semilogy(entry['rms'][b], label=run)
-            if entry.get('psnr_y'):
-                axes[r][-1].plot(entry['psnr_y'], label=run)
+            axes[r][-1].plot(entry['psnr_y'], label=run)
         for c, b in enumerate(branches):
             axes[r][c].set_title(f'{clip}: {b} state RMS')
         axes[r][-1].set_title(f'{clip}: Y-PSNR per frame (whole pass)')
@@ -105,9 +107,9 @@ def plot(result: dict, out_png: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('runs', nargs='+', help='scripts/reproduce.py run folders (train.yml + experiments/)')
+    parser.add_argument('runs', nargs='+', help='scripts/reproduce.py run folders (train.yml + experiments/) or '
+                        'training options files (weights in ./experiments/<name>/)')
     parser.add_argument('--gt', required=True, help='folder of GT clip folders (the LR is made here, x4 bicubic)')
-    parser.add_argument('--test', default='heldout', help="the runs' eval_<test>.json to read per-frame PSNR from")
     parser.add_argument('--out', required=True, help='folder for states.json and states.png')
     parser.add_argument('--max-frames', type=int, default=None)
     args = parser.parse_args(argv)
@@ -120,17 +122,20 @@ def main(argv=None) -> int:
         clips = sorted(c for c in os.listdir(args.gt) if os.path.isdir(os.path.join(args.gt, c)))
         if not clips:
             raise CampaignError(f'{args.gt}: no clip folders')
-        loaded = [(run_dir, *load_run(run_dir)) for run_dir in args.runs]  # check every run before any work
-        xs = {clip: lr_clip(os.path.join(args.gt, clip), args.max_frames) for clip in clips}
+        loaded = [load_run(run) for run in args.runs]  # check every run before any work
+        names = [name for name, _, _ in loaded]
+        if len(set(names)) < len(names):
+            raise CampaignError(f'two runs share one experiment name: {sorted(n for n in names if names.count(n) > 1)}')
+        pairs = {clip: read_pair(os.path.join(args.gt, clip), args.max_frames) for clip in clips}
         result = {'gt': os.path.abspath(args.gt), 'runs': {}}
-        for run_dir, name, net_opt, weights in loaded:
+        for name, net_opt, weights in loaded:
             net = build_net(net_opt, weights)
-            psnr = per_frame_psnr(run_dir, args.test)
             result['runs'][name] = {'weights': weights, 'clips': {}}
-            for clip, x in xs.items():
-                rms = state_rms(net, x)
-                result['runs'][name]['clips'][clip] = {'rms': rms, 'psnr_y': psnr.get(clip)}
-                print(f'[probe] {name} {clip}: ' + ', '.join(
+            for clip, (x, gts) in pairs.items():
+                rms, psnr = probe_clip(net, x, gts)
+                result['runs'][name]['clips'][clip] = {'rms': rms, 'psnr_y': psnr}
+                print(f'[probe] {name} {clip}: Y-PSNR {sum(psnr) / len(psnr):.2f} (first 4 frames '
+                      f'{sum(psnr[:4]) / 4:.2f}, last 4 {sum(psnr[-4:]) / 4:.2f}); ' + ', '.join(
                     f'{b} RMS first {v[0]:.3g} / max {max(v):.3g} (frame {v.index(max(v))}) / last {v[-1]:.3g}'
                     for b, v in rms.items()), flush=True)
     except CampaignError as e:

@@ -12,8 +12,8 @@ import probe_states  # noqa: E402
 NET = {'type': 'LRTIBasicVSR', 'num_feat': 8, 'num_block': 1, 'spynet_path': None}
 
 
-def _run_dir(root, name, seed, psnr=None):
-    """A scripts/reproduce.py run folder holding a random tiny network (and, if given, its eval_heldout.json)."""
+def _run_dir(root, name, seed):
+    """A scripts/reproduce.py run folder holding a random tiny network."""
     from basicsr.archs import build_network
 
     import lrti_plugin  # noqa: F401  (registers the archs)
@@ -24,27 +24,28 @@ def _run_dir(root, name, seed, psnr=None):
     (run / 'experiments' / name / 'models').mkdir(parents=True)
     torch.save({'params': net.state_dict()}, run / 'experiments' / name / 'models' / 'net_g_latest.pth')
     (run / 'train.yml').write_text(yaml.safe_dump({'name': name, 'network_g': NET}))
-    if psnr is not None:
-        (run / 'eval_heldout.json').write_text(json.dumps({'clips': {'chelsea': {'per_frame': {'psnr_y': psnr}}}}))
     return run
 
 
 def test_probe_records_each_branch_state_rms_in_clip_order(tiny_data, tmp_path):
     """Frame 0's forward state and the last frame's backward state depend on that frame alone (each is where its
-    branch starts), so they match a one-frame pass; the other frames do not. The RMS is sqrt(mean(x**2))."""
-    runs = [_run_dir(tmp_path, 'a', 0, psnr=[20.0, 21.0, 22.0, 23.0]), _run_dir(tmp_path, 'b', 1)]
+    branch starts), so they match a one-frame pass; the other frames do not. The RMS is sqrt(mean(x**2)); the
+    per-frame Y-PSNR is the campaign runner's whole-pass score."""
+    from reproduce_eval import evaluate
+
+    runs = [_run_dir(tmp_path, 'a', 0), _run_dir(tmp_path, 'b', 1)]
     out = tmp_path / 'probe'
     assert probe_states.main([str(r) for r in runs] + ['--gt', str(tiny_data / 'heldout_png'),
                                                        '--out', str(out)]) == 0
     result = json.loads((out / 'states.json').read_text())
     assert list(result['runs']) == ['a', 'b'] and (out / 'states.png').stat().st_size > 0
     a = result['runs']['a']['clips']['chelsea']
-    assert a['psnr_y'] == [20.0, 21.0, 22.0, 23.0] and result['runs']['b']['clips']['chelsea']['psnr_y'] is None
-
-    x = probe_states.lr_clip(str(tiny_data / 'heldout_png' / 'chelsea'))
+    x, _ = probe_states.read_pair(str(tiny_data / 'heldout_png' / 'chelsea'))
     net = probe_states.build_net(NET, str(runs[0] / 'experiments' / 'a' / 'models' / 'net_g_latest.pth'))
+    scored = evaluate(net, {'gt': str(tiny_data / 'heldout_png')})['clips']['chelsea']['per_frame']['psnr_y']
+    assert a['psnr_y'] == scored and len(set(scored)) == 4
     assert len(a['rms']['forward']) == len(a['rms']['backward']) == x.shape[0] == 4
-    first, last = probe_states.state_rms(net, x[:1]), probe_states.state_rms(net, x[-1:])
+    (first, _), (last, _) = probe_states.probe_clip(net, x[:1]), probe_states.probe_clip(net, x[-1:])
     assert abs(a['rms']['forward'][0] - first['forward'][0]) < 1e-6
     assert abs(a['rms']['backward'][-1] - last['backward'][0]) < 1e-6
     assert abs(a['rms']['backward'][0] - first['backward'][0]) > 1e-4  # frame 0 backward has seen the whole clip
@@ -67,3 +68,19 @@ def test_probe_names_the_unfinished_run_and_writes_nothing(tiny_data, tmp_path, 
     assert probe_states.main([str(tmp_path / 'nope'), '--gt', str(tiny_data / 'heldout_png'),
                               '--out', str(out)]) == 1
     assert 'no train.yml' in capsys.readouterr().err and not out.exists()
+
+
+def test_probe_reads_a_training_options_file_with_basicsr_layout(tiny_data, tmp_path, monkeypatch):
+    """An options file's weights are ./experiments/<name>/models/net_g_latest.pth (BasicSR's layout), the same
+    network as the run folder that holds them gives the same states; two runs of one name are refused."""
+    run = _run_dir(tmp_path, 'a', 0)
+    monkeypatch.chdir(run)  # run/experiments/a/models/net_g_latest.pth
+    opt = tmp_path / 'train_a.yml'
+    opt.write_text(yaml.safe_dump({'name': 'a', 'network_g': NET}))
+    gt = ['--gt', str(tiny_data / 'heldout_png')]
+    assert probe_states.main([str(opt)] + gt + ['--out', str(tmp_path / 'p1')]) == 0
+    assert probe_states.main([str(run)] + gt + ['--out', str(tmp_path / 'p2')]) == 0
+    p1, p2 = (json.loads((tmp_path / p / 'states.json').read_text())['runs']['a'] for p in ('p1', 'p2'))
+    assert p1['clips'] == p2['clips'] and p1['weights'] == p2['weights']
+    assert probe_states.main([str(opt), str(run)] + gt + ['--out', str(tmp_path / 'p3')]) == 1
+    assert not (tmp_path / 'p3').exists()
