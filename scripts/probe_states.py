@@ -112,11 +112,15 @@ def main(argv=None) -> int:
     parser.add_argument('--gt', required=True, help='folder of GT clip folders (the LR is made here, x4 bicubic)')
     parser.add_argument('--out', required=True, help='folder for states.json and states.png')
     parser.add_argument('--max-frames', type=int, default=None)
+    parser.add_argument('--force', action='store_true', help='replace the states.json and states.png of --out')
     args = parser.parse_args(argv)
     import torch
 
     torch.set_grad_enabled(False)
     try:
+        done = os.path.join(args.out, 'states.json')
+        if os.path.exists(done) and not args.force:
+            raise CampaignError(f'{done}: exists (--force replaces it)')
         if not os.path.isdir(args.gt):
             raise CampaignError(f'{args.gt}: no such folder')
         clips = sorted(c for c in os.listdir(args.gt) if os.path.isdir(os.path.join(args.gt, c)))

@@ -55,6 +55,12 @@ def test_probe_records_each_branch_state_rms_in_clip_order(tiny_data, tmp_path):
     assert abs(a['rms']['forward'][2] - float((f ** 2).mean().sqrt())) < 1e-6
     assert a['rms'] != result['runs']['b']['clips']['chelsea']['rms']  # each run its own weights
 
+    before = (out / 'states.json').read_bytes()  # an earlier probe is not replaced without --force
+    assert probe_states.main([str(runs[1]), '--gt', str(tiny_data / 'heldout_png'), '--out', str(out)]) == 1
+    assert (out / 'states.json').read_bytes() == before
+    assert probe_states.main([str(runs[1]), '--gt', str(tiny_data / 'heldout_png'), '--out', str(out), '--force']) == 0
+    assert list(json.loads((out / 'states.json').read_text())['runs']) == ['b']
+
 
 def test_probe_names_the_unfinished_run_and_writes_nothing(tiny_data, tmp_path, capsys):
     good = _run_dir(tmp_path, 'a', 0)
