@@ -114,9 +114,6 @@ def main(argv=None) -> int:
     parser.add_argument('--max-frames', type=int, default=None)
     parser.add_argument('--force', action='store_true', help='replace the states.json and states.png of --out')
     args = parser.parse_args(argv)
-    import torch
-
-    torch.set_grad_enabled(False)
     try:
         done = os.path.join(args.out, 'states.json')
         if os.path.exists(done) and not args.force:

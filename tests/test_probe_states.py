@@ -37,6 +37,7 @@ def test_probe_records_each_branch_state_rms_in_clip_order(tiny_data, tmp_path):
     out = tmp_path / 'probe'
     assert probe_states.main([str(r) for r in runs] + ['--gt', str(tiny_data / 'heldout_png'),
                                                        '--out', str(out)]) == 0
+    assert torch.is_grad_enabled()  # the probe must not switch autograd off for the rest of the process
     result = json.loads((out / 'states.json').read_text())
     assert list(result['runs']) == ['a', 'b'] and (out / 'states.png').stat().st_size > 0
     a = result['runs']['a']['clips']['chelsea']
