@@ -23,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from reproduce_eval import CampaignError, build_net, read_clip  # noqa: E402
+from reproduce_eval import CampaignError, bicubic_pair, build_net, frames_to_tensor, read_clip  # noqa: E402
 
 
 def load_run(run: str):
@@ -49,15 +49,8 @@ def load_run(run: str):
 def read_pair(folder: str, max_frames=None):
     """(LR, GT) of one clip: LR a (T, 3, H/4, W/4) float tensor in [0, 1], RGB, made as the runner makes it (x4
     MATLAB-style bicubic of the GT cropped to a multiple of 4); GT those cropped BGR uint8 frames."""
-    import numpy as np
-    import torch
-    from basicsr.utils import img2tensor
-
-    from lrti_plugin.data.lmdb_tools import bicubic_downscale
-
-    gts = [g[:g.shape[0] // 4 * 4, :g.shape[1] // 4 * 4] for g in read_clip(folder, max_frames)]
-    lqs = [bicubic_downscale(g, 4) for g in gts]
-    return torch.stack(img2tensor([f.astype(np.float32) / 255.0 for f in lqs], bgr2rgb=True, float32=True)), gts
+    gts, lqs = bicubic_pair(read_clip(folder, max_frames))
+    return frames_to_tensor(lqs), gts
 
 
 def probe_clip(net, x, gts=None) -> tuple:

@@ -34,6 +34,24 @@ def read_clip(folder: str, max_frames=None):
     return frames
 
 
+def bicubic_pair(gts):
+    """(GT, LR) made as ``make_lmdb --make-lr 4`` makes them: each GT frame cropped to a multiple of 4 and its x4
+    MATLAB-style bicubic downscale (BGR uint8 lists)."""
+    from lrti_plugin.data.lmdb_tools import bicubic_downscale
+
+    gts = [g[:g.shape[0] // 4 * 4, :g.shape[1] // 4 * 4] for g in gts]
+    return gts, [bicubic_downscale(g, 4) for g in gts]
+
+
+def frames_to_tensor(frames):
+    """BGR uint8 frames -> (T, 3, H, W) RGB float tensor in [0, 1]."""
+    import numpy as np
+    import torch
+    from basicsr.utils import img2tensor
+
+    return torch.stack(img2tensor([f.astype(np.float32) / 255.0 for f in frames], bgr2rgb=True, float32=True))
+
+
 BICUBIC = 'bicubic'  # a reference that is no network: BasicSR's MATLAB-style bicubic upscaling
 
 
@@ -79,11 +97,8 @@ def evaluate(net, test: dict) -> dict:
     """Score ``net`` on every clip of one test set; each clip in one whole-sequence pass, or in independent
     chunks of ``test['chunk']`` frames (no grad)."""
     import numpy as np
-    import torch
     from basicsr.metrics import calculate_psnr, calculate_ssim
-    from basicsr.utils import img2tensor, tensor2img
-
-    from lrti_plugin.data.lmdb_tools import bicubic_downscale
+    from basicsr.utils import tensor2img
 
     clips = {}
     lq_root, gt_root = test.get('lq'), test['gt']
@@ -93,12 +108,11 @@ def evaluate(net, test: dict) -> dict:
         gts = read_clip(os.path.join(gt_root, clip), test.get('max_frames'))
         if lq_root:
             lqs = read_clip(os.path.join(lq_root, clip), test.get('max_frames'))
-        else:  # x4 BI made here, exactly as make_lmdb --make-lr 4 makes it (GT cropped to a multiple of 4)
-            gts = [g[:g.shape[0] // 4 * 4, :g.shape[1] // 4 * 4] for g in gts]
-            lqs = [bicubic_downscale(g, 4) for g in gts]
+        else:  # x4 BI made here, exactly as make_lmdb --make-lr 4 makes it
+            gts, lqs = bicubic_pair(gts)
         if len(lqs) != len(gts):
             raise CampaignError(f'{clip}: {len(lqs)} LR frames but {len(gts)} GT frames')
-        x = torch.stack(img2tensor([f.astype(np.float32) / 255.0 for f in lqs], bgr2rgb=True, float32=True))
+        x = frames_to_tensor(lqs)
         t0 = time.time()
         out = run_clip(net, x, test.get('chunk'))  # (T, 3, 4H, 4W)
         seconds = time.time() - t0
