@@ -48,3 +48,20 @@ def test_other_seeds_and_splits_train_in_their_own_experiment_folders():
     assert experiment_suffix('heldout', 0) == ''  # the report's runs: demo_plain, demo_lrti
     names = {experiment_suffix(split, seed) for split in ('heldout', 'val') for seed in (0, 1, 2)}
     assert len(names) == 6  # a second seed never lands in (and archives) the first one's folders
+
+
+def test_a_long_pass_trial_changes_only_the_lrti_arm_and_trains_in_its_own_folder(tmp_path):
+    sys.path.insert(0, str(REPO / 'scripts'))
+    from run_demo import arm_options
+
+    data = str(tmp_path / 'data')
+    default = arm_options('lrti', data, 'val', 1, {})
+    trial = arm_options('lrti', data, 'val', 1, {}, long_frames=32)
+    assert default['datasets']['train']['long_frames'] == 16 and trial['datasets']['train']['long_frames'] == 32
+    assert trial['name'] not in (default['name'], 'demo_lrti')  # never archives the L = 16 run of that seed
+    assert arm_options('lrti', data, 'val', 1, {}, long_frames=16)['name'] == default['name']
+    plain = arm_options('plain', data, 'val', 1, {}, long_frames=32)
+    assert 'long_frames' not in plain['datasets']['train'] and plain['name'] == 'demo_plain_val_s1'
+    assert trial['datasets']['train']['dataroot_gt'] == os.path.join(data, 'train_GT.lmdb')
+    assert trial['datasets']['val']['dataroot_gt'] == os.path.join(data, 'val_GT.lmdb')
+    assert arm_options('lrti', data, 'heldout', 0, {}, tiny=True)['datasets']['train']['long_frames'] == 6
