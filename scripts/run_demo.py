@@ -1,7 +1,7 @@
 """The demo: plain short clips versus LRTI, same small network and budget, scored on held-out long clips.
 
     python scripts/run_demo.py                   # everything under ./demo, ./experiments, ./results
-    python scripts/run_demo.py --split val       # the same on the validation photos (choosing settings)
+    python scripts/run_demo.py --split val       # the same on the validation photos, under ./demo_val
     python scripts/run_demo.py --split val --arms lrti --long-frames 32   # one arm, another long pass L
 
 Steps (each through the project's public tools, as a user would run them):
@@ -115,9 +115,23 @@ def arm_options(arm: str, data_dir: str, split: str, seed: int, overrides: dict,
     return opt
 
 
+def default_out(split: str, seed: int, arms, long_frames: int | None = None) -> str:
+    """``--out`` when none is given: ``demo`` for the report's run, else a folder named after what differs (split,
+    seed, the LRTI arm's L, a subset of arms), so a settings trial never overwrites the report of another run."""
+    out = 'demo' + experiment_suffix(split, seed)
+    default_l = load_options(ARMS['lrti'])['datasets']['train']['long_frames']
+    if 'lrti' in arms and long_frames is not None and long_frames != default_l:
+        out += f'_L{long_frames}'
+    if set(arms) != set(ARMS):
+        out += '_' + '_'.join(arm for arm in ARMS if arm in arms)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--out', default='demo', help='folder for data and report (default: ./demo)')
+    parser.add_argument('--out', default=None,
+                        help='folder for data and report (default: ./demo for the default run; other runs get a '
+                             'folder of their own, e.g. ./demo_val_s1_L32_lrti)')
     parser.add_argument('--split', default='heldout', choices=('heldout', 'val'),
                         help='clips to score: heldout (the report) or val (choosing settings)')
     parser.add_argument('--iters', type=int, default=None, help='training iterations (default: the options)')
@@ -135,7 +149,7 @@ def main() -> None:
 
     from lrti_demo.report import score_arms, score_chunked, write_report
 
-    out = os.path.abspath(args.out)
+    out = os.path.abspath(args.out or default_out(args.split, args.seed, arms, args.long_frames))
     data_dir = os.path.join(out, 'data')
     os.makedirs(data_dir, exist_ok=True)
     weights = os.path.join(os.getcwd(), 'experiments', 'pretrained_models')

@@ -65,3 +65,14 @@ def test_a_long_pass_trial_changes_only_the_lrti_arm_and_trains_in_its_own_folde
     assert trial['datasets']['train']['dataroot_gt'] == os.path.join(data, 'train_GT.lmdb')
     assert trial['datasets']['val']['dataroot_gt'] == os.path.join(data, 'val_GT.lmdb')
     assert arm_options('lrti', data, 'heldout', 0, {}, tiny=True)['datasets']['train']['long_frames'] == 6
+
+
+def test_runs_other_than_the_default_write_their_report_elsewhere():
+    sys.path.insert(0, str(REPO / 'scripts'))
+    from run_demo import ARMS, default_out
+
+    assert default_out('heldout', 0, list(ARMS)) == 'demo'  # make demo's report
+    assert default_out('heldout', 0, list(ARMS), long_frames=16) == 'demo'  # the options' own L
+    outs = {default_out(split, seed, arms, lf) for split in ('heldout', 'val') for seed in (0, 2)
+            for arms in (['plain', 'lrti'], ['lrti'], ['plain']) for lf in (None, 32)}
+    assert len(outs) == 2 * 2 * 3 * 2 - 4  # each its own folder (L does not change the 4 plain-only runs)
