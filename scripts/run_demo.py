@@ -97,6 +97,13 @@ def experiment_suffix(split: str, seed: int) -> str:
     return ('' if split == 'heldout' else f'_{split}') + (f'_s{seed}' if seed else '')
 
 
+def long_pass_tag(long_frames: int | None) -> str:
+    """What names of a run get appended for the LRTI arm's long pass: ``_L<n>`` for an L other than the options'
+    own, else nothing (the report's runs keep their names)."""
+    default = load_options(ARMS['lrti'])['datasets']['train']['long_frames']
+    return '' if long_frames is None or long_frames == default else f'_L{long_frames}'
+
+
 def arm_options(arm: str, data_dir: str, split: str, seed: int, overrides: dict,
                 long_frames: int | None = None, tiny: bool = False) -> dict:
     """The training options of one arm: its options file pointed at ``data_dir`` with ``overrides``, the LRTI
@@ -107,9 +114,10 @@ def arm_options(arm: str, data_dir: str, split: str, seed: int, overrides: dict,
     opt['name'] += experiment_suffix(split, seed)
     ds = opt['datasets']['train']
     if 'long_frames' in ds:
-        if long_frames is not None and long_frames != ds['long_frames']:
+        tag = long_pass_tag(long_frames)
+        if tag:
             ds['long_frames'] = long_frames
-            opt['name'] += f'_L{long_frames}'
+            opt['name'] += tag
         elif tiny:
             ds['long_frames'] = 6
     return opt
@@ -118,10 +126,7 @@ def arm_options(arm: str, data_dir: str, split: str, seed: int, overrides: dict,
 def default_out(split: str, seed: int, arms, long_frames: int | None = None) -> str:
     """``--out`` when none is given: ``demo`` for the report's run, else a folder named after what differs (split,
     seed, the LRTI arm's L, a subset of arms), so a settings trial never overwrites the report of another run."""
-    out = 'demo' + experiment_suffix(split, seed)
-    default_l = load_options(ARMS['lrti'])['datasets']['train']['long_frames']
-    if 'lrti' in arms and long_frames is not None and long_frames != default_l:
-        out += f'_L{long_frames}'
+    out = 'demo' + experiment_suffix(split, seed) + (long_pass_tag(long_frames) if 'lrti' in arms else '')
     if set(arms) != set(ARMS):
         out += '_' + '_'.join(arm for arm in ARMS if arm in arms)
     return out
