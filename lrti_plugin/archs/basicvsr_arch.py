@@ -49,15 +49,19 @@ class LRTIBasicVSR(RecurrentVSR):
         num_feat (int): Number of channels. Default: 64.
         num_block (int): Number of residual blocks of each propagation trunk. Default: 15.
         spynet_path (str | None): Pretrained SPyNet weights (a BasicSR ``params`` checkpoint). Default: None.
+        state_max_rms (float | None): Bound on the root-mean-square of every branch output (the recurrent
+            state), per sample; None: no bound (:class:`~lrti_plugin.archs.propagation.RecurrentVSR`). Default: None.
     """
 
     branches = ('backward', 'forward')
     order = 1
 
-    def __init__(self, num_feat: int = 64, num_block: int = 15, spynet_path: Optional[str] = None):
+    def __init__(self, num_feat: int = 64, num_block: int = 15, spynet_path: Optional[str] = None,
+                 state_max_rms: Optional[float] = None):
         super().__init__()
         expect_int('num_feat', num_feat, minimum=1)
         expect_int('num_block', num_block, minimum=0)
+        self.bound_states(state_max_rms)
         self.num_feat = num_feat
         self.spynet = build_spynet(spynet_path)
         self.backward_trunk = ConvResidualBlocks(num_feat + 3, num_feat, num_block)

@@ -43,6 +43,8 @@ class LRTIBasicVSRPP(RecurrentVSR):
         spynet_path (str | None): Pretrained SPyNet weights (a BasicSR ``params`` checkpoint). Default: None.
         cpu_cache_length (int): Clips longer than this keep their per-frame features on the CPU
             while the network runs on an accelerator (saves its memory, costs time). Default: 100.
+        state_max_rms (float | None): Bound on the root-mean-square of every branch output (the recurrent
+            state), per sample; None: no bound (:class:`~lrti_plugin.archs.propagation.RecurrentVSR`). Default: None.
     """
 
     branches = BRANCHES
@@ -55,9 +57,11 @@ class LRTIBasicVSRPP(RecurrentVSR):
                  max_residue_magnitude: float = 10,
                  is_low_res_input: bool = True,
                  spynet_path: Optional[str] = None,
-                 cpu_cache_length: int = 100):
+                 cpu_cache_length: int = 100,
+                 state_max_rms: Optional[float] = None):
         super().__init__()
         _check_args(mid_channels, num_blocks, max_residue_magnitude, is_low_res_input, cpu_cache_length)
+        self.bound_states(state_max_rms)
         self.mid_channels = mid_channels
         self.is_low_res_input = is_low_res_input
         self.cpu_cache_length = cpu_cache_length

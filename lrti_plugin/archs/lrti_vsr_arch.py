@@ -73,6 +73,8 @@ class LRTIVSR(RecurrentVSR):
             one more forward). Default: False.
         drop_path_rate (float): Stochastic depth, increasing linearly from 0 at the first block of a
             branch to this rate at its last (the same in every branch); training mode only. Default: 0.1.
+        state_max_rms (float | None): Bound on the root-mean-square of every branch output (the recurrent
+            state), per sample; None: no bound (:class:`~lrti_plugin.archs.propagation.RecurrentVSR`). Default: None.
     """
 
     branches = BRANCHES
@@ -94,12 +96,14 @@ class LRTIVSR(RecurrentVSR):
                  num_extract_block: int = 2,
                  spynet_path: Optional[str] = None,
                  use_checkpoint: bool = False,
-                 drop_path_rate: float = 0.1):
+                 drop_path_rate: float = 0.1,
+                 state_max_rms: Optional[float] = None):
         super().__init__()
         _check_args(num_feat=num_feat, num_heads=num_heads, window_size=window_size, num_groups=num_groups,
                     depth=depth, mlp_ratio=mlp_ratio, attn_norm=attn_norm, qkv_bias=qkv_bias,
                     mid_channels=mid_channels, num_extract_block=num_extract_block, use_checkpoint=use_checkpoint,
                     drop_path_rate=drop_path_rate)
+        self.bound_states(state_max_rms)
         self.num_feat = num_feat
         self.spynet = build_spynet(spynet_path)
         self.feat_extract = ConvResidualBlocks(3, num_feat, num_extract_block)

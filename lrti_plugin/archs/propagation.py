@@ -26,8 +26,9 @@ import torch
 from basicsr.archs.arch_util import flow_warp
 from torch import Tensor, nn
 
-from lrti_plugin.archs.propagation_util import Real, extend_clip, pair_flows, run_in_float32, select
+from lrti_plugin.archs.propagation_util import Real, bound_rms, extend_clip, pair_flows, run_in_float32, select
 from lrti_plugin.state import BoundaryStates, PropagationStates, check_boundary_states, is_backward_branch
+from lrti_plugin.utils.validate import expect_number
 
 
 @dataclass
@@ -184,11 +185,27 @@ class RecurrentVSR(nn.Module):
     :meth:`encode`, :meth:`state_shape`, :meth:`step` and :meth:`reconstruct` (and optionally
     :meth:`flow_input`, :meth:`keep_on_host`). The class attribute ``reuse_mirrored_flows`` turns on
     BasicSR's BasicVSR++ shortcut: for a mirror-extended clip the forward flows are the backward ones.
+
+    ``state_max_rms`` (every arch's constructor argument of that name, or :meth:`bound_states`) bounds the
+    recurrence: each branch output (the state the next step warps and the reconstruction reads) is scaled
+    down, per sample, to that root-mean-square when it exceeds it. A network trained on clips of T frames
+    may learn a state update that grows past T steps and collapses on long videos (docs/results.md,
+    sections 1 and 2); the bound keeps its states near the range training saw. None (the default) leaves
+    the network as published. The bound is not a weight: a checkpoint loads and trains with or without it.
     """
 
     branches: Tuple[str, ...] = ()
     order: int = 1
     reuse_mirrored_flows: bool = False
+    state_max_rms: Optional[float] = None
+
+    def bound_states(self, max_rms: Optional[float]) -> 'RecurrentVSR':
+        """Bound every branch output to root-mean-square ``max_rms`` (a positive number), or None: no bound.
+        Returns the network."""
+        if max_rms is not None:
+            expect_number('state_max_rms', max_rms, 0, low_open=True, high=float('inf'))
+        self.state_max_rms = None if max_rms is None else float(max_rms)
+        return self
 
     # ---- what a network supplies -------------------------------------------------------------------------
     @property
@@ -346,6 +363,8 @@ class RecurrentVSR(nn.Module):
         for p, i in enumerate(walk.frames, start=len(walk.history)):
             others = [feats[k][i].to(device) for k in feats]
             out = self.step(name, frames[i].to(device), others, History(walk, outs, p, batch))
+            if self.state_max_rms is not None:
+                out = bound_rms(out, self.state_max_rms)
             outs[p] = out
             outs.pop(p - self.order, None)  # only the last K outputs are looked at
             if keep:

@@ -40,6 +40,15 @@ def check_lr_size(lqs: Tensor, min_size: int, why: str) -> None:
                          f'(H={lqs.size(3)}, W={lqs.size(4)})')
 
 
+def bound_rms(x: Tensor, max_rms: float) -> Tensor:
+    """``x`` (B, ...) scaled down, per sample, so that its root-mean-square is at most ``max_rms``; samples
+    already within the bound are returned unchanged (multiplied by exactly 1). Differentiable."""
+    wide = torch.promote_types(x.dtype, torch.float32)  # at least float32 (half and bfloat16 overflow)
+    rms = x.to(wide).pow(2).flatten(1).mean(1).sqrt().clamp_min(torch.finfo(wide).tiny)  # (B,)
+    scale = (max_rms / rms).clamp(max=1.0).to(x.dtype)
+    return x * scale.view(-1, *([1] * (x.dim() - 1)))
+
+
 def select(real: Real, a: Tensor, b: Tensor) -> Tensor:
     """Per sample along dim 0: ``a`` where ``real``, else ``b`` (no masking work when all agree)."""
     if all(real):
