@@ -199,14 +199,17 @@ def plot_per_frame(scores: dict, png_path: str) -> str:
 
 
 def write_report(out_dir: str, scores: dict, logs: Mapping[str, str], train_seconds: Mapping[str, float],
-                 settings: Mapping[str, str], chunked: Mapping[str, dict] | None = None, chunk: int = 0) -> str:
+                 settings: Mapping[str, str], chunked: Mapping[str, dict] | None = None, chunk: int = 0,
+                 bounded: Mapping[str, dict] | None = None, state_max_rms: float | None = None) -> str:
     """Write ``report.md``, ``report.json``, ``comparison.png``, ``per_frame.png`` and ``training_curve.png``.
 
     ``report.json`` holds, under ``bicubic`` and under each arm name, ``{"psnr": ..., "ssim": ...}`` (mean
     held-out RGB PSNR/SSIM of whole-clip passes; ``chunked_psnr``/``chunked_ssim`` for the arms scored in
-    independent ``chunk``-frame chunks), and ``clips``, ``per_frame_psnr``, ``train_seconds``, ``settings``.
+    independent ``chunk``-frame chunks; ``bounded_psnr``/``bounded_ssim`` for the arms scored in whole-clip
+    passes with their states bounded at RMS ``state_max_rms``, also stored), and ``clips``, ``per_frame_psnr``,
+    ``train_seconds``, ``settings``.
     """
-    chunked = chunked or {}
+    chunked, bounded = chunked or {}, bounded or {}
     arms = [a for a in scores['mean'] if a != 'bicubic']
     order = ('bicubic', *arms, 'gt')
     cv2.imwrite(os.path.join(out_dir, 'comparison.png'), comparison_image(scores['frames'], order))
@@ -217,7 +220,9 @@ def write_report(out_dir: str, scores: dict, logs: Mapping[str, str], train_seco
                for arm in ('bicubic', *arms)}
     for arm, res in chunked.items():
         summary[arm].update(chunked_psnr=res['mean']['psnr'], chunked_ssim=res['mean']['ssim'])
-    summary.update(chunk=chunk,
+    for arm, res in bounded.items():
+        summary[arm].update(bounded_psnr=res['mean']['psnr'], bounded_ssim=res['mean']['ssim'])
+    summary.update(chunk=chunk, state_max_rms=state_max_rms if bounded else None,
                    clips={c: {a: {k: v for k, v in s.items() if k != 'per_frame_psnr'} for a, s in arms_.items()}
                           for c, arms_ in scores['clips'].items()},
                    per_frame_psnr={c: {a: s['per_frame_psnr'] for a, s in arms_.items()}
@@ -248,6 +253,17 @@ def write_report(out_dir: str, scores: dict, logs: Mapping[str, str], train_seco
         for arm, res in chunked.items():
             lines.append(f"| {arm} | {m[arm]['psnr']:.2f} | {res['mean']['psnr']:.2f} | "
                          f"{m[arm]['psnr'] - res['mean']['psnr']:+.2f} |")
+        lines.append('')
+    if bounded:
+        lines += [f'Each arm also run in one whole pass with every recurrent state bounded at RMS {state_max_rms:g} '
+                  '(the archs\' `state_max_rms`, applied at test time only; the bound was chosen on the validation '
+                  'clips, docs/results.md section 2): what is left of each arm once no state can grow.', '',
+                  '| arm | whole-clip PSNR | bounded whole-clip PSNR | bounded SSIM |', '|---|---|---|---|']
+        for arm, res in bounded.items():
+            lines.append(f"| {arm} | {m[arm]['psnr']:.2f} | {res['mean']['psnr']:.2f} | {res['mean']['ssim']:.4f} |")
+        if {'plain', 'lrti'} <= set(bounded):
+            gap = bounded['lrti']['mean']['psnr'] - bounded['plain']['mean']['psnr']
+            lines += ['', f'LRTI minus plain, both bounded: {gap:+.3f} dB RGB PSNR.']
         lines.append('')
     for arm in arms:
         verdict = 'beats' if m[arm]['psnr'] > m['bicubic']['psnr'] else 'does NOT beat'

@@ -15,6 +15,10 @@ Each run is one of ``scripts/reproduce.py``'s run folders (``train.yml``, the ne
 ``demo/train_lrti.yml``, for instance). The LR frames are made from the GT frames exactly as the runner
 makes them (x4 MATLAB-style bicubic). Writes ``states.json`` (per run and clip: each branch's RMS and the Y-PSNR at
 every frame, in clip order) and ``states.png`` under ``--out``, and prints one line per run and clip.
+
+``--state-max-rms 0.1 0.2 none`` probes every run again with each state bound (the archs' ``state_max_rms``; ``none``:
+the network as trained); the runs are then named ``<name>@rms<bound>``. What a bound does to a trained network is
+read here, on clips the settings may be chosen on, without retraining: the bound is not a weight.
 """
 import argparse
 import json
@@ -44,6 +48,31 @@ def load_run(run: str):
     if not os.path.isfile(weights):
         raise CampaignError(f'{weights}: missing (the run has not finished training)')
     return opt['name'], opt['network_g'], weights
+
+
+def parse_bounds(values):
+    """``--state-max-rms`` values: [None] when not given; else each a positive float or None (``none``)."""
+    if values is None:
+        return [None]
+    bounds = []
+    for v in values:
+        try:
+            b = None if v.lower() == 'none' else float(v)
+        except ValueError:
+            b = -1.0
+        if b is not None and not b > 0:
+            raise CampaignError(f"--state-max-rms: expected positive numbers or 'none', got {v!r}")
+        bounds.append(b)
+    return bounds
+
+
+def with_bounds(run, bounds):
+    """One (name, network options, weights) per bound: the options with ``state_max_rms`` set, the name tagged
+    ``@rms<bound>`` (``@rmsnone`` for the network as trained) when a bound is asked for."""
+    name, net_opt, weights = run
+    if bounds == [None]:
+        return [run]
+    return [(f'{name}@rms{b if b is not None else "none"}', {**net_opt, 'state_max_rms': b}, weights) for b in bounds]
 
 
 def read_pair(folder: str, max_frames=None):
@@ -105,6 +134,8 @@ def main(argv=None) -> int:
     parser.add_argument('--gt', required=True, help='folder of GT clip folders (the LR is made here, x4 bicubic)')
     parser.add_argument('--out', required=True, help='folder for states.json and states.png')
     parser.add_argument('--max-frames', type=int, default=None)
+    parser.add_argument('--state-max-rms', nargs='+', default=None, metavar='B',
+                        help="probe each run with each bound on the state RMS (a positive number or 'none')")
     parser.add_argument('--force', action='store_true', help='replace the states.json and states.png of --out')
     args = parser.parse_args(argv)
     try:
@@ -116,7 +147,8 @@ def main(argv=None) -> int:
         clips = sorted(c for c in os.listdir(args.gt) if os.path.isdir(os.path.join(args.gt, c)))
         if not clips:
             raise CampaignError(f'{args.gt}: no clip folders')
-        loaded = [load_run(run) for run in args.runs]  # check every run before any work
+        bounds = parse_bounds(args.state_max_rms)
+        loaded = [bounded for run in args.runs for bounded in with_bounds(load_run(run), bounds)]  # checked first
         names = [name for name, _, _ in loaded]
         if len(set(names)) < len(names):
             raise CampaignError(f'two runs share one experiment name: {sorted(n for n in names if names.count(n) > 1)}')

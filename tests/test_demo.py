@@ -11,13 +11,17 @@ from conftest import REPO
 
 def test_tiny_demo_reports_both_arms_and_fails_below_bicubic(tmp_path):
     env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '2'}
-    proc = subprocess.run([sys.executable, str(REPO / 'scripts' / 'run_demo.py'), '--tiny', '--out', 'demo'],
+    proc = subprocess.run([sys.executable, str(REPO / 'scripts' / 'run_demo.py'), '--tiny', '--out', 'demo',
+                           '--state-max-rms', '1e-4'],  # a bound that must change the output
                           cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     out = tmp_path / 'demo'
     report = json.loads((out / 'report.json').read_text())
     for arm in ('bicubic', 'plain', 'lrti'):
         assert set(report[arm]) >= {'psnr', 'ssim'} and 5 < report[arm]['psnr'] < 60, (arm, report[arm])
     assert report['plain']['psnr'] != report['lrti']['psnr']  # two different trainings
+    assert report['state_max_rms'] == 1e-4
+    for arm in ('plain', 'lrti'):  # the bounded whole-clip score is another pass, with the states held down
+        assert 5 < report[arm]['bounded_psnr'] < 60 and abs(report[arm]['bounded_psnr'] - report[arm]['psnr']) > 1e-3
     for arm in ('plain', 'lrti'):
         assert (tmp_path / 'experiments' / f'demo_{arm}' / 'models' / 'net_g_latest.pth').exists()
         frames = report['per_frame_psnr']['chelsea'][arm]
@@ -33,7 +37,7 @@ def test_tiny_demo_reports_both_arms_and_fails_below_bicubic(tmp_path):
     for log in report['train_logs'].values():
         assert len(parse_train_log(log)['loss']['l_pix']) == 2, log
     md = (out / 'report.md').read_text()
-    assert 'LRTI minus plain' in md
+    assert 'LRTI minus plain' in md and 'bounded whole-clip PSNR' in md
     beaten = [a for a in ('plain', 'lrti') if report[a]['psnr'] > report['bicubic']['psnr']]
     if len(beaten) == 2:
         assert proc.returncode == 0, proc.stderr[-2000:]

@@ -91,3 +91,22 @@ def test_probe_reads_a_training_options_file_with_basicsr_layout(tiny_data, tmp_
     assert p1['clips'] == p2['clips'] and p1['weights'] == p2['weights']
     assert probe_states.main([str(opt), str(run)] + gt + ['--out', str(tmp_path / 'p3')]) == 1
     assert not (tmp_path / 'p3').exists()
+
+
+def test_probe_with_state_bounds_names_each_and_holds_the_states(tiny_data, tmp_path, capsys):
+    """``--state-max-rms`` probes the run once per bound: a bound below the run's states holds every state at it,
+    ``none`` is the network as trained; a bad bound is one line naming the option, before any work."""
+    run = _run_dir(tmp_path, 'a', 0)
+    gt = ['--gt', str(tiny_data / 'heldout_png')]
+    plain, bounded = tmp_path / 'plain', tmp_path / 'bounded'
+    assert probe_states.main([str(run)] + gt + ['--out', str(plain)]) == 0
+    free = json.loads((plain / 'states.json').read_text())['runs']['a']['clips']['chelsea']
+    low = min(min(v) for v in free['rms'].values()) / 2  # below every state of the run
+    assert probe_states.main([str(run)] + gt + ['--out', str(bounded), '--state-max-rms', 'none', str(low)]) == 0
+    runs = json.loads((bounded / 'states.json').read_text())['runs']
+    assert list(runs) == ['a@rmsnone', f'a@rms{low}']
+    assert runs['a@rmsnone']['clips']['chelsea'] == free
+    held = runs[f'a@rms{low}']['clips']['chelsea']['rms']
+    assert all(abs(v - low) < 1e-5 * low for vs in held.values() for v in vs)
+    assert probe_states.main([str(run)] + gt + ['--out', str(tmp_path / 'bad'), '--state-max-rms', '0']) == 1
+    assert '--state-max-rms' in capsys.readouterr().err and not (tmp_path / 'bad').exists()
