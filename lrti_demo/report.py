@@ -256,8 +256,9 @@ def write_report(out_dir: str, scores: dict, logs: Mapping[str, str], train_seco
         lines.append('')
     if bounded:
         lines += [f'Each arm also run in one whole pass with every recurrent state bounded at RMS {state_max_rms:g} '
-                  '(the archs\' `state_max_rms`, applied at test time only; the bound was chosen on the validation '
-                  'clips, docs/results.md section 2): what is left of each arm once no state can grow.', '',
+                  '(the archs\' `state_max_rms`, applied at test time only; the demo\'s default, 0.1, was chosen on '
+                  'the validation clips, docs/results.md section 2): what is left of each arm once no state can '
+                  'grow.', '',
                   '| arm | whole-clip PSNR | bounded whole-clip PSNR | bounded SSIM |', '|---|---|---|---|']
         for arm, res in bounded.items():
             lines.append(f"| {arm} | {m[arm]['psnr']:.2f} | {res['mean']['psnr']:.2f} | {res['mean']['ssim']:.4f} |")

@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument('--tiny', action='store_true',
                         help='a seconds-long smoke run (tests): tiny clips, tiny random networks, 2 iterations')
     args = parser.parse_args()
-    if args.state_max_rms < 0:
+    if not args.state_max_rms >= 0:  # nan too
         parser.error(f'--state-max-rms must be a positive bound (or 0: none), got {args.state_max_rms}')
     if args.long_frames is not None and args.long_frames < 1:
         parser.error(f'--long-frames must be a positive number of frames, got {args.long_frames}')
