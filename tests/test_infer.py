@@ -1,4 +1,5 @@
 """python -m lrti_plugin.infer: frame folders and video files in and out, every mode, bad inputs."""
+import copy
 import os
 
 import cv2
@@ -68,6 +69,22 @@ def test_upscales_a_folder_with_the_ema_weights_keeping_names(clip, weights, tmp
         assert got.shape == (144, 160, 3)
         assert np.abs(got.astype(int) - want[i].astype(int)).max() <= 1  # uint8 rounding
     assert not [p for p in os.listdir(tmp_path) if '.partial-' in p]
+
+
+@pytest.mark.parametrize('mode', ['whole', 'exact'])
+def test_state_bound_from_arch_opt_reaches_every_mode(clip, weights, tmp_path, capsys, mode):
+    """``--arch-opt state_max_rms=B`` upscales as the bounded network does (streaming too), not as the free one."""
+    path, ema = weights
+    out = tmp_path / 'sr'
+    code, cap = _run(['-i', clip, '-o', out, '--arch', 'LRTIBasicVSR', '--weights', path, '--arch-opt', 'num_feat=8',
+                      'num_block=1', 'state_max_rms=0.002', '--mode', mode, '--chunk', 2, '--device', 'cpu'], capsys)
+    assert code == 0, cap.err
+    free = _expected(ema, clip, [(0, 5)])
+    want = _expected(copy.deepcopy(ema).bound_states(0.002), clip, [(0, 5)])
+    assert np.abs(want.astype(int) - free.astype(int)).max() > 1  # the bound binds on this clip
+    for i, name in enumerate(NAMES):
+        got = cv2.imread(str(out / (os.path.splitext(name)[0] + '.png')))
+        assert np.abs(got.astype(int) - want[i].astype(int)).max() <= 1
 
 
 def _one_line_error(code, cap, *needles):
