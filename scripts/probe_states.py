@@ -90,9 +90,11 @@ def probe_clip(net, x, gts=None) -> tuple:
     from basicsr.metrics import calculate_psnr
     from basicsr.utils import tensor2img
 
+    from lrti_plugin.archs.propagation_util import sample_rms
+
     with torch.no_grad():
         out, states = net(x.unsqueeze(0), return_states=True)
-    rms = {name: f[0].double().pow(2).mean(dim=(1, 2, 3)).sqrt().tolist() for name, f in states.feats.items()}
+    rms = {name: sample_rms(f[0].double()).tolist() for name, f in states.feats.items()}  # per frame
     psnr = None if gts is None else [float(calculate_psnr(tensor2img([o]), gt, 0, test_y_channel=True))
                                      for o, gt in zip(out[0], gts)]
     return rms, psnr

@@ -40,11 +40,17 @@ def check_lr_size(lqs: Tensor, min_size: int, why: str) -> None:
                          f'(H={lqs.size(3)}, W={lqs.size(4)})')
 
 
+def sample_rms(x: Tensor) -> Tensor:
+    """The root-mean-square of each sample of ``x`` (B, ...): (B,), in at least float32 (half and bfloat16
+    overflow); inf or nan where a sample is not finite."""
+    return x.to(torch.promote_types(x.dtype, torch.float32)).pow(2).flatten(1).mean(1).sqrt()
+
+
 def bound_rms(x: Tensor, max_rms: float) -> Tensor:
     """``x`` (B, ...) scaled down, per sample, so that its root-mean-square is at most ``max_rms``; samples
     already within the bound are returned unchanged (multiplied by exactly 1). Differentiable."""
-    wide = torch.promote_types(x.dtype, torch.float32)  # at least float32 (half and bfloat16 overflow)
-    rms = x.to(wide).pow(2).flatten(1).mean(1).sqrt().clamp_min(torch.finfo(wide).tiny)  # (B,)
+    rms = sample_rms(x)
+    rms = rms.clamp_min(torch.finfo(rms.dtype).tiny)  # (B,)
     scale = (max_rms / rms).clamp(max=1.0).to(x.dtype)
     return x * scale.view(-1, *([1] * (x.dim() - 1)))
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from lrti_plugin.archs.propagation_util import sample_rms
 from lrti_plugin.state import BoundaryStates, PropagationStates
 
 _PROTOCOL_ARGS = ('init_states', 'return_states')
@@ -143,7 +144,7 @@ def state_rms(init: BoundaryStates) -> Tensor:
 
     Missing slots hold zeros and only lower it. A non-finite state gives inf or nan.
     """
-    per_branch = [f.float().pow(2).flatten(1).mean(1).sqrt() for f in init.feats.values()]  # each (B,)
+    per_branch = [sample_rms(f.float()) for f in init.feats.values()]  # each (B,)
     return torch.stack(per_branch).amax(0)
 
 
