@@ -212,9 +212,10 @@ def main() -> None:
     gt_root = os.path.join(data_dir, f'{args.split}_png')
     scores = score_arms(gt_root, sr_roots)
     chunk = train_opt['datasets']['train'].get('clip_frames', 4)
-    chunked = {arm: score_chunked(load_net(opts[arm]), gt_root, chunk) for arm in arms}
+    nets = {arm: load_net(opts[arm]) for arm in arms}
+    chunked = {arm: score_chunked(nets[arm], gt_root, chunk) for arm in arms}
     whole = 10 ** 9  # one chunk: the whole clip in one pass
-    bounded = {arm: score_chunked(load_net(opts[arm]).bound_states(args.state_max_rms), gt_root, whole)
+    bounded = {arm: score_chunked(nets[arm].bound_states(args.state_max_rms), gt_root, whole)
                for arm in arms} if args.state_max_rms else {}
     report = write_report(out, scores, logs, seconds, settings, chunked, chunk, bounded, args.state_max_rms)
     print(open(report).read())
